@@ -1,0 +1,48 @@
+//! # ackflow-core
+//!
+//! The heart of ackflow, the asynchronous request-reply toolkit: *acknowledge now, finish later*.
+//! It knows jobs, their states and transitions, problems, processors and the use cases — and
+//! nothing of HTTP frameworks, AWS or SQLite, which live behind the two ports.
+//!
+//! # Layout
+//!
+//! - [`ids`]: newtypes that only hold valid values ([`JobId`], [`Kind`], [`Owner`], [`IdempotencyKey`]).
+//! - [`clock`]: millisecond [`Timestamp`]s and the [`Clock`] every time-dependent rule reads.
+//! - [`job`]: the [`Job`] header and its state machine ([`Job::apply`]), the queue [`Envelope`].
+//! - [`problem`]: RFC 9457 [`Problem`]s, every wording of ackflow's own in one place.
+//! - [`processor`]: the [`Processor`] trait — the extension point — and the [`Registry`].
+//! - [`ports`]: the [`JobStore`] and [`Queue`] traits the runtimes implement.
+//! - [`report`]: the aggregates maintained on transitions and the [`Report`] built from them.
+//! - [`service`]: the use cases on [`Ackflow`]: accept, handle a delivery, status, cancel, list,
+//!   report, sweep.
+//! - [`settings`]: the knobs, with the same meaning on every runtime.
+
+pub mod canonical;
+pub mod clock;
+pub mod ids;
+pub mod job;
+pub mod ports;
+pub mod problem;
+pub mod processor;
+pub mod report;
+pub mod service;
+pub mod settings;
+
+pub use async_trait::async_trait;
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use ids::{CorrelationId, IdempotencyKey, InvalidId, JobId, Kind, Owner};
+pub use job::{
+    Change, Envelope, HistoryEntry, IllegalTransition, Job, JobState, NewJob, Progress,
+    SCHEMA_VERSION,
+};
+pub use ports::{
+    Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery,
+    OutgoingMessage, Page, PortError, Queue, QueueDepth, Receipt, WriteError,
+};
+pub use problem::{FieldError, Problem};
+pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry, Rejection};
+pub use report::{Deltas, Report};
+pub use service::{
+    AcceptError, Accepted, Ackflow, Disposition, JobError, JobStatus, Submission, SweepReport,
+};
+pub use settings::Settings;
