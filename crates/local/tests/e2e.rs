@@ -1,0 +1,151 @@
+//! End to end through the real `ackflow` binary: start `serve` on port 0 with a temporary data
+//! directory, drive it over HTTP, kill it with SIGKILL and start it again.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// A running `ackflow serve`, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            // Short timings so that retries and crash recovery take seconds, not minutes.
+            .env("ACKFLOW_WORKER_TIMEOUT_SECS", "2")
+            .env("ACKFLOW_LEASE_GRACE_MS", "500")
+            .env("ACKFLOW_BACKOFF_BASE_MS", "50")
+            .env("ACKFLOW_BACKOFF_MAX_SECS", "1")
+            .env("ACKFLOW_LOG", "warn")
+            .env_remove("ACKFLOW_TOKENS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ackflow binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).expect("the server prints where it listens");
+        let base = first.trim().strip_prefix("ackflow listening on ").expect("a 'listening on' line").to_owned();
+        Self { child, base }
+    }
+
+    fn kill_hard(mut self) {
+        // SIGKILL: no shutdown code runs.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn submit(http: &reqwest::Client, base: &str, body: Value) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = http.post(format!("{base}/v1/jobs")).json(&body).send().await.expect("POST answered");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.json().await.expect("a JSON body");
+    (status, headers, body)
+}
+
+/// Long-polls the job until it is terminal; no sleeps: each request waits server-side for a change.
+async fn until_terminal(http: &reqwest::Client, base: &str, location: &str) -> Value {
+    for _ in 0..200 {
+        let resp = http.get(format!("{base}{location}?wait=5")).send().await.expect("GET answered");
+        assert_eq!(resp.status(), 200);
+        let job: Value = resp.json().await.expect("a job");
+        if matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+            return job;
+        }
+    }
+    panic!("{location} did not reach a terminal state");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_and_order_jobs_reach_their_terminal_states_through_the_real_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path());
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+
+    let (status, headers, job) = submit(&http, &base, json!({"kind": "demo", "input": {"steps": 3, "step_ms": 50}})).await;
+    assert_eq!(status, 202);
+    let location = headers["location"].to_str().expect("ascii").to_owned();
+    assert_eq!(location, format!("/v1/jobs/{}", job["id"].as_str().expect("id")));
+    let retry_after: u64 = headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!(retry_after >= 1);
+    let done = until_terminal(&http, &base, &location).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["progress"]["percent"], 100);
+    assert!(done["result"].is_object(), "{done}");
+
+    // A transient failure on the first two attempts, then success on the third.
+    let (_, headers, _) = submit(&http, &base, json!({"kind": "demo", "input": {"fail_attempts": 2}})).await;
+    let done = until_terminal(&http, &base, headers["location"].to_str().expect("ascii")).await;
+    assert_eq!((done["state"].as_str(), done["attempts"].as_u64()), (Some("succeeded"), Some(3)), "{done}");
+
+    // The order example: confirmed, then rejected with a message that names the item.
+    let cart = json!({"kind": "order", "input": {"customer": "ada", "items": [{"sku": "mug-red", "quantity": 2}]}});
+    let (status, headers, _) = submit(&http, &base, cart).await;
+    assert_eq!(status, 202);
+    let done = until_terminal(&http, &base, headers["location"].to_str().expect("ascii")).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["total_cents"], 2500, "{done}");
+
+    let greedy = json!({"kind": "order", "input": {"customer": "bob", "items": [{"sku": "mug-blue", "quantity": 3}]}});
+    let (_, headers, _) = submit(&http, &base, greedy).await;
+    let done = until_terminal(&http, &base, headers["location"].to_str().expect("ascii")).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let detail = done["error"]["detail"].as_str().expect("a problem detail");
+    assert!(detail.contains("Blue Mug"), "{detail}");
+    assert_eq!(done["error"]["status"], 422);
+
+    // Bad input changes nothing and gets a problem.
+    let resp = http.post(format!("{base}/v1/jobs")).header("content-type", "application/json").body("{nope").send().await.expect("answered");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_9_and_a_restart_lose_no_accepted_job() {
+    const JOBS: usize = 60;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::new();
+
+    let server = ServerProcess::start(dir.path());
+    let mut locations = Vec::new();
+    for i in 0..JOBS {
+        let input = json!({"steps": 2, "step_ms": 20 + (i % 5) * 10});
+        let (status, headers, _) = submit(&http, &server.base, json!({"kind": "demo", "input": input})).await;
+        assert_eq!(status, 202);
+        locations.push(headers["location"].to_str().expect("ascii").to_owned());
+    }
+    // Kill while jobs are queued and running: wait until at least one has finished, so the kill
+    // lands in the middle of the work rather than before it.
+    let first = until_terminal(&http, &server.base, &locations[0]).await;
+    assert_eq!(first["state"], "succeeded");
+    server.kill_hard();
+
+    let server = ServerProcess::start(dir.path());
+    let mut succeeded = 0;
+    for location in &locations {
+        let job = until_terminal(&http, &server.base, location).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert!(job["result"].is_object(), "{job}");
+        succeeded += 1;
+    }
+    assert_eq!(succeeded, JOBS);
+    let listed: Value = http.get(format!("{}/v1/jobs?limit=100", server.base)).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(JOBS), "no job is missing and none was duplicated");
+}
