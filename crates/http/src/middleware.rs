@@ -1,0 +1,66 @@
+//! The one middleware around every route (and the fallbacks): correlation id in and out, a
+//! tracing span per request, a log line per answer, and panics turned into a 500 problem.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use ackflow_core::{CorrelationId, Problem};
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::FutureExt as _;
+use tracing::Instrument as _;
+
+use crate::error::problem_response;
+use crate::extract::X_CORRELATION_ID;
+
+/// Adopts the request's `X-Correlation-Id` when it is valid (else makes one), runs the request
+/// inside a span that carries it, and echoes it on the response, whatever the response is.
+pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(X_CORRELATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| CorrelationId::parse(v).ok())
+        .unwrap_or_else(CorrelationId::random);
+    request.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        correlation_id = %id,
+    );
+    let started = Instant::now();
+    let mut response = async move {
+        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+            Ok(response) => response,
+            Err(panic) => {
+                // The server must stay up and the client must get a problem, not a dropped connection.
+                tracing::error!(panic = %panic_message(panic.as_ref()), "handler panicked; answered 500");
+                problem_response(&Problem::internal())
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    if let Ok(value) = HeaderValue::from_str(id.as_str()) {
+        response.headers_mut().insert(X_CORRELATION_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "answered"
+        );
+    });
+    response
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
