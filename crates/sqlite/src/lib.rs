@@ -1,1 +1,36 @@
 //! # ackflow-sqlite
+//!
+//! ackflow's adapters for the single machine: one SQLite file holds the jobs, the queue and the
+//! `order` example's stock, so that a 202 means the job is on disk and a `kill -9` loses nothing
+//! that was acknowledged (see [`Durability`] for exactly what a commit survives).
+//!
+//! # Layout
+//!
+//! - [`Db`]: the file — WAL mode, pragmas, schema migrations (`PRAGMA user_version`), and the
+//!   single connection every call runs on (on tokio's blocking pool).
+//! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
+//!   Idempotency-Keys and the report's aggregates, each change one transaction.
+//! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
+//!   receipts, receive counts, a dead-letter table), plus [`SqliteQueue::wait_for_work`] so a
+//!   worker loop sleeps instead of polling.
+//! - [`SqliteOrderBook`]: the [`ackflow_processors::order::OrderBook`] — stock and orders.
+//!
+//! Errors: busy, locked, I/O and full-disk errors become [`ackflow_core::PortError::Unavailable`]
+//! (the use cases answer 503 or retry); everything else [`ackflow_core::PortError::Failed`]. The
+//! SQLite error is kept as the source.
+//!
+//! Every adapter passes the behaviour suites of `ackflow-testkit` (`tests/contract.rs`).
+
+mod db;
+mod orders;
+mod queue;
+mod schema;
+mod store;
+
+#[cfg(test)]
+mod plans;
+
+pub use db::{Db, Durability, UnknownDurability};
+pub use orders::SqliteOrderBook;
+pub use queue::SqliteQueue;
+pub use store::SqliteStore;

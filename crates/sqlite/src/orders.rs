@@ -1,0 +1,169 @@
+//! [`OrderBook`] on SQLite: stock seeded from the catalog, reservations taken with conditional
+//! decrements in one transaction, confirmed orders stored once.
+
+use ackflow_core::{async_trait, JobId, PortError};
+use ackflow_processors::order::{ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::db::{write_tx, Db, DbError};
+
+/// The `order` processor's data on the single machine.
+#[derive(Debug, Clone)]
+pub struct SqliteOrderBook {
+    db: Db,
+}
+
+impl SqliteOrderBook {
+    /// The order book in `db`. Items of the catalog that are not stocked yet get their initial
+    /// stock; existing stock is left alone, so reopening never refills it.
+    ///
+    /// Blocks the calling thread (it is meant for startup).
+    pub fn new(db: Db) -> Result<Self, PortError> {
+        db.call_blocking("stock the catalog", |c| {
+            let tx = write_tx(c)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO stock (sku, available) VALUES (?1, ?2)",
+                )?;
+                for item in CATALOG {
+                    insert.execute(params![item.sku, item.initial_stock])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(Self { db })
+    }
+}
+
+pub(crate) const HAS_RESERVATION: &str = "SELECT 1 FROM reservations WHERE order_id = ?1 LIMIT 1";
+pub(crate) const TAKE_STOCK: &str =
+    "UPDATE stock SET available = available - ?2 WHERE sku = ?1 AND available >= ?2";
+pub(crate) const AVAILABLE: &str = "SELECT available FROM stock WHERE sku = ?1";
+
+enum Refusal {
+    OutOfStock {
+        sku: String,
+        requested: u32,
+        available: u32,
+    },
+    UnknownSku(String),
+}
+
+/// Lines of the same SKU, merged (the port promises distinct SKUs; merging makes a careless
+/// caller safe instead of failing on the reservation's key). First appearance keeps its place.
+fn merged(lines: &[OrderLine]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        match out.iter_mut().find(|(sku, _)| *sku == line.sku) {
+            Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
+            None => out.push((line.sku.clone(), line.quantity)),
+        }
+    }
+    out
+}
+
+fn reserve(
+    conn: &mut Connection,
+    order_id: &str,
+    lines: &[(String, u32)],
+) -> Result<Result<(), Refusal>, DbError> {
+    let tx = write_tx(conn)?;
+    let already = tx
+        .prepare_cached(HAS_RESERVATION)?
+        .query_row(params![order_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if already {
+        return Ok(Ok(()));
+    }
+    for (sku, quantity) in lines {
+        let taken = tx
+            .prepare_cached(TAKE_STOCK)?
+            .execute(params![sku, quantity])?;
+        if taken == 0 {
+            let available: Option<u32> = tx
+                .prepare_cached(AVAILABLE)?
+                .query_row(params![sku], |row| row.get(0))
+                .optional()?;
+            // Dropping `tx` rolls back the lines already taken: all or nothing.
+            return Ok(Err(match available {
+                None => Refusal::UnknownSku(sku.clone()),
+                Some(available) => Refusal::OutOfStock {
+                    sku: sku.clone(),
+                    requested: *quantity,
+                    available,
+                },
+            }));
+        }
+        tx.prepare_cached(
+            "INSERT INTO reservations (order_id, sku, quantity) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![order_id, sku, quantity])?;
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+#[async_trait]
+impl OrderBook for SqliteOrderBook {
+    async fn reserve(&self, order_id: JobId, lines: &[OrderLine]) -> Result<(), ReserveError> {
+        let lines = merged(lines);
+        let outcome = self
+            .db
+            .call("reserve stock", move |c| {
+                reserve(c, &order_id.to_string(), &lines)
+            })
+            .await?;
+        outcome.map_err(|refusal| match refusal {
+            Refusal::OutOfStock {
+                sku,
+                requested,
+                available,
+            } => ReserveError::OutOfStock {
+                sku,
+                requested,
+                available,
+            },
+            Refusal::UnknownSku(sku) => ReserveError::UnknownSku(sku),
+        })
+    }
+
+    /// The first confirmation of an order wins: a retried delivery that confirms it again (with
+    /// a later `confirmed_at`) changes nothing.
+    async fn confirm(&self, order: &ConfirmedOrder) -> Result<(), PortError> {
+        let id = order.order_id.to_string();
+        let body =
+            serde_json::to_string(order).map_err(|e| PortError::failed("store an order", e))?;
+        self.db
+            .call("store an order", move |c| {
+                c.prepare_cached("INSERT OR IGNORE INTO orders (order_id, body) VALUES (?1, ?2)")?
+                    .execute(params![id, body])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn available(&self, sku: &str) -> Result<Option<u32>, PortError> {
+        let sku = sku.to_owned();
+        self.db
+            .call("read stock", move |c| {
+                Ok(c.prepare_cached(AVAILABLE)?
+                    .query_row(params![sku], |row| row.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn order(&self, order_id: JobId) -> Result<Option<ConfirmedOrder>, PortError> {
+        self.db
+            .call("read an order", move |c| {
+                c.prepare_cached("SELECT body FROM orders WHERE order_id = ?1")?
+                    .query_row(params![order_id.to_string()], |row| row.get::<_, String>(0))
+                    .optional()?
+                    .map(|body| serde_json::from_str(&body).map_err(DbError::from))
+                    .transpose()
+            })
+            .await
+    }
+}

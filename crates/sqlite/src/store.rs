@@ -1,0 +1,449 @@
+//! [`JobStore`] on SQLite: the job header in `jobs`, input, result and Idempotency-Key apart,
+//! and the report's gauges and counters updated in the same transaction as the job.
+
+use ackflow_core::report::Deltas;
+use ackflow_core::{
+    async_trait, Created, Cursor, Figures, IdempotencyRecord, Job, JobId, JobState, JobStore,
+    ListQuery, Owner, Page, PortError, Timestamp, WriteError,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::Value;
+
+use crate::db::{write_tx, Db, DbError};
+
+/// The job store of the single machine.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    /// The store in `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs \
+    (id, owner, kind, state, revision, submitted_at, updated_at, sweep_at, expires_at, idempotency_key, header) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+pub(crate) const SELECT_KEY: &str =
+    "SELECT job_id, body_hash FROM idempotency_keys WHERE owner = ?1 AND key = ?2";
+pub(crate) const SELECT_JOB: &str = "SELECT header FROM jobs WHERE id = ?1 AND owner = ?2";
+pub(crate) const SELECT_INPUT: &str = "SELECT i.input FROM job_inputs i \
+    JOIN jobs j ON j.id = i.job_id WHERE j.id = ?1 AND j.owner = ?2";
+pub(crate) const SELECT_RESULT: &str = "SELECT r.result FROM job_results r \
+    JOIN jobs j ON j.id = r.job_id WHERE j.id = ?1 AND j.owner = ?2";
+pub(crate) const UPDATE_JOB: &str = "UPDATE jobs SET \
+    state = ?4, revision = ?5, updated_at = ?6, sweep_at = ?7, expires_at = ?8, header = ?9 \
+    WHERE id = ?1 AND owner = ?2 AND revision = ?3";
+pub(crate) const SELECT_GAUGES: &str = "SELECT state, n FROM gauges WHERE owner = ?1 AND n > 0";
+pub(crate) const SUM_COUNTERS: &str =
+    "SELECT name, SUM(n) FROM counters WHERE owner = ?1 AND hour >= ?2 GROUP BY name";
+/// Run once per non-terminal state; each is one step down `jobs_by_owner_state`.
+pub(crate) const OLDEST_IN_STATE: &str = "SELECT header FROM jobs \
+    WHERE owner = ?1 AND state = ?2 ORDER BY submitted_at, id LIMIT 1";
+pub(crate) const DUE_FOR_SWEEP: &str = "SELECT header FROM jobs \
+    WHERE sweep_at IS NOT NULL AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?2";
+pub(crate) const EXPIRED: &str = "SELECT id, owner, idempotency_key FROM jobs \
+    WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+
+/// The listing query for a combination of filters: `?1` owner, `?2` state, `?3` kind,
+/// `?4`/`?5` the cursor's time and id, `?6` the row limit.
+pub(crate) fn list_sql(state: bool, kind: bool, after: bool) -> String {
+    let mut sql = String::from("SELECT header FROM jobs WHERE owner = ?1");
+    if state {
+        sql.push_str(" AND state = ?2");
+    }
+    if kind {
+        sql.push_str(" AND kind = ?3");
+    }
+    if after {
+        sql.push_str(" AND (submitted_at, id) < (?4, ?5)");
+    }
+    sql.push_str(" ORDER BY submitted_at DESC, id DESC LIMIT ?6");
+    sql
+}
+
+/// The derived columns of a job. The store, not the caller, decides that only open jobs are
+/// in the sweep index and only terminal ones expire, so a wrong header cannot hide a job from
+/// the sweeper or delete an open one.
+struct Columns {
+    sweep_at: Option<i64>,
+    expires_at: Option<i64>,
+    header: String,
+}
+
+fn columns(job: &Job) -> Result<Columns, DbError> {
+    let terminal = job.state.is_terminal();
+    Ok(Columns {
+        sweep_at: job.sweep_at.filter(|_| !terminal).map(Timestamp::as_millis),
+        expires_at: job
+            .expires_at
+            .filter(|_| terminal)
+            .map(Timestamp::as_millis),
+        header: serde_json::to_string(job)?,
+    })
+}
+
+fn read_job(header: &str) -> Result<Job, DbError> {
+    Ok(serde_json::from_str(header)?)
+}
+
+fn apply_deltas(tx: &Transaction<'_>, owner: &Owner, deltas: &Deltas) -> Result<(), DbError> {
+    let mut gauge = tx.prepare_cached(
+        "INSERT INTO gauges (owner, state, n) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (owner, state) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for (state, n) in &deltas.gauges {
+        gauge.execute(params![owner.as_str(), state.as_str(), n])?;
+    }
+    let mut counter = tx.prepare_cached(
+        "INSERT INTO counters (owner, hour, name, n) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (owner, hour, name) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for (name, n) in &deltas.counters {
+        counter.execute(params![owner.as_str(), deltas.hour.as_millis(), name, n])?;
+    }
+    Ok(())
+}
+
+fn select_job(conn: &Connection, owner: &str, id: &str) -> Result<Option<Job>, DbError> {
+    conn.prepare_cached(SELECT_JOB)?
+        .query_row(params![id, owner], |row| row.get::<_, String>(0))
+        .optional()?
+        .map(|h| read_job(&h))
+        .transpose()
+}
+
+fn select_json(
+    conn: &Connection,
+    sql: &str,
+    owner: &str,
+    id: &str,
+) -> Result<Option<Value>, DbError> {
+    conn.prepare_cached(sql)?
+        .query_row(params![id, owner], |row| row.get::<_, String>(0))
+        .optional()?
+        .map(|text| serde_json::from_str(&text).map_err(DbError::from))
+        .transpose()
+}
+
+fn create(
+    conn: &mut Connection,
+    job: &Job,
+    input: &Value,
+    key: Option<&IdempotencyRecord>,
+) -> Result<Created, DbError> {
+    let tx = write_tx(conn)?;
+    let owner = job.owner.as_str();
+    if let Some(key) = key {
+        let existing = tx
+            .prepare_cached(SELECT_KEY)?
+            .query_row(params![owner, key.key.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .optional()?;
+        if let Some((job_id, body_hash)) = existing {
+            let Some(existing) = select_job(&tx, owner, &job_id)? else {
+                return Err(DbError::Corrupt(format!(
+                    "idempotency key of {owner} names the missing job {job_id}"
+                )));
+            };
+            return Ok(Created::Existing {
+                job: Box::new(existing),
+                same_body: body_hash == key.body_hash,
+            });
+        }
+    }
+    let id = job.id.to_string();
+    let cols = columns(job)?;
+    tx.prepare_cached(INSERT_JOB)?.execute(params![
+        id,
+        owner,
+        job.kind.as_str(),
+        job.state.as_str(),
+        job.revision,
+        job.submitted_at.as_millis(),
+        job.updated_at.as_millis(),
+        cols.sweep_at,
+        cols.expires_at,
+        job.idempotency_key.as_ref().map(|k| k.as_str()),
+        cols.header,
+    ])?;
+    tx.prepare_cached("INSERT INTO job_inputs (job_id, input) VALUES (?1, ?2)")?
+        .execute(params![id, serde_json::to_string(input)?])?;
+    if let Some(key) = key {
+        tx.prepare_cached(
+            "INSERT INTO idempotency_keys (owner, key, job_id, body_hash) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![owner, key.key.as_str(), id, key.body_hash])?;
+    }
+    apply_deltas(&tx, &job.owner, &Deltas::created(job))?;
+    tx.commit()?;
+    Ok(Created::New)
+}
+
+/// `Ok(false)`: the stored job is not at `before.revision` (or does not exist).
+fn update(
+    conn: &mut Connection,
+    before: &Job,
+    after: &Job,
+    result: Option<&Value>,
+    deltas: &Deltas,
+) -> Result<bool, DbError> {
+    if before.id != after.id || before.owner != after.owner || before.kind != after.kind {
+        return Err(DbError::Invalid(format!(
+            "an update cannot change a job's id, owner or kind (job {})",
+            before.id
+        )));
+    }
+    let tx = write_tx(conn)?;
+    let id = before.id.to_string();
+    let cols = columns(after)?;
+    let changed = tx.prepare_cached(UPDATE_JOB)?.execute(params![
+        id,
+        before.owner.as_str(),
+        before.revision,
+        after.state.as_str(),
+        after.revision,
+        after.updated_at.as_millis(),
+        cols.sweep_at,
+        cols.expires_at,
+        cols.header,
+    ])?;
+    if changed == 0 {
+        return Ok(false); // dropping `tx` rolls back (nothing was written anyway)
+    }
+    if let Some(result) = result {
+        // Fencing on the revision means only the one write that made the job succeed gets here.
+        tx.prepare_cached(
+            "INSERT INTO job_results (job_id, result) VALUES (?1, ?2) \
+             ON CONFLICT (job_id) DO UPDATE SET result = excluded.result",
+        )?
+        .execute(params![id, serde_json::to_string(result)?])?;
+    }
+    apply_deltas(&tx, &before.owner, deltas)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+fn list(conn: &Connection, owner: &Owner, query: &ListQuery) -> Result<Page, DbError> {
+    // A page of zero would have no last job to continue from.
+    let limit = query.limit.max(1);
+    let sql = list_sql(
+        query.state.is_some(),
+        query.kind.is_some(),
+        query.after.is_some(),
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![
+            owner.as_str(),
+            query.state.map(JobState::as_str),
+            query.kind.as_ref().map(|k| k.as_str()),
+            query.after.as_ref().map(|c| c.submitted_at.as_millis()),
+            query.after.as_ref().map(|c| c.id.to_string()),
+            limit.saturating_add(1),
+        ],
+        |row| row.get::<_, String>(0),
+    )?;
+    let mut jobs = Vec::with_capacity(limit + 1);
+    for header in rows {
+        jobs.push(read_job(&header?)?);
+    }
+    let next = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(Cursor::of)
+    } else {
+        None
+    };
+    Ok(Page { jobs, next })
+}
+
+fn figures(conn: &mut Connection, owner: &Owner, since: Timestamp) -> Result<Figures, DbError> {
+    // A read transaction: gauges, counters and the oldest job come from one snapshot.
+    let tx = conn.transaction()?;
+    let mut figures = Figures::default();
+    {
+        let mut stmt = tx.prepare_cached(SELECT_GAUGES)?;
+        let rows = stmt.query_map(params![owner.as_str()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            let state = state
+                .parse::<JobState>()
+                .map_err(|_| DbError::Corrupt(format!("gauge of unknown state {state:?}")))?;
+            figures.gauges.insert(state, n);
+        }
+        let mut stmt = tx.prepare_cached(SUM_COUNTERS)?;
+        let rows = stmt.query_map(
+            params![owner.as_str(), Deltas::hour_of(since).as_millis()],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        )?;
+        for row in rows {
+            let (name, n) = row?;
+            figures.counters.insert(name, u64::try_from(n).unwrap_or(0));
+        }
+        let mut oldest: Option<Job> = None;
+        let mut stmt = tx.prepare_cached(OLDEST_IN_STATE)?;
+        for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            let header = stmt
+                .query_row(params![owner.as_str(), state.as_str()], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()?;
+            if let Some(header) = header {
+                let job = read_job(&header)?;
+                if oldest
+                    .as_ref()
+                    .is_none_or(|o| (job.submitted_at, job.id) < (o.submitted_at, o.id))
+                {
+                    oldest = Some(job);
+                }
+            }
+        }
+        figures.oldest_open = oldest;
+    }
+    tx.commit()?;
+    Ok(figures)
+}
+
+fn due_for_sweep(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>, DbError> {
+    let mut stmt = conn.prepare_cached(DUE_FOR_SWEEP)?;
+    let rows = stmt.query_map(params![now.as_millis(), limit], |row| {
+        row.get::<_, String>(0)
+    })?;
+    rows.map(|header| read_job(&header?)).collect()
+}
+
+fn purge_expired(conn: &mut Connection, now: Timestamp, limit: usize) -> Result<u64, DbError> {
+    let tx = write_tx(conn)?;
+    let expired: Vec<(String, String, Option<String>)> = {
+        let mut stmt = tx.prepare_cached(EXPIRED)?;
+        let rows = stmt.query_map(params![now.as_millis(), limit], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut purged = 0;
+    for (id, owner, key) in &expired {
+        tx.prepare_cached("DELETE FROM job_inputs WHERE job_id = ?1")?
+            .execute(params![id])?;
+        tx.prepare_cached("DELETE FROM job_results WHERE job_id = ?1")?
+            .execute(params![id])?;
+        if let Some(key) = key {
+            // Only if the key still names this job (it always should).
+            tx.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE owner = ?1 AND key = ?2 AND job_id = ?3",
+            )?
+            .execute(params![owner, key, id])?;
+        }
+        purged += tx
+            .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+            .execute(params![id])?;
+    }
+    tx.commit()?;
+    Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn create(
+        &self,
+        job: &Job,
+        input: &Value,
+        key: Option<&IdempotencyRecord>,
+    ) -> Result<Created, PortError> {
+        let (job, input, key) = (job.clone(), input.clone(), key.cloned());
+        self.db
+            .call("create a job", move |c| {
+                create(c, &job, &input, key.as_ref())
+            })
+            .await
+    }
+
+    async fn get(&self, owner: &Owner, id: JobId) -> Result<Option<Job>, PortError> {
+        let owner = owner.clone();
+        self.db
+            .call("read a job", move |c| {
+                select_job(c, owner.as_str(), &id.to_string())
+            })
+            .await
+    }
+
+    async fn input(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
+        let owner = owner.clone();
+        self.db
+            .call("read a job's input", move |c| {
+                select_json(c, SELECT_INPUT, owner.as_str(), &id.to_string())
+            })
+            .await
+    }
+
+    async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
+        let owner = owner.clone();
+        self.db
+            .call("read a job's result", move |c| {
+                select_json(c, SELECT_RESULT, owner.as_str(), &id.to_string())
+            })
+            .await
+    }
+
+    async fn update(
+        &self,
+        before: &Job,
+        after: &Job,
+        result: Option<&Value>,
+        deltas: &Deltas,
+    ) -> Result<(), WriteError> {
+        let (before, after, result, deltas) = (
+            before.clone(),
+            after.clone(),
+            result.cloned(),
+            deltas.clone(),
+        );
+        let written = self
+            .db
+            .call("update a job", move |c| {
+                update(c, &before, &after, result.as_ref(), &deltas)
+            })
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(WriteError::Conflict)
+        }
+    }
+
+    async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, PortError> {
+        let (owner, query) = (owner.clone(), query.clone());
+        self.db
+            .call("list jobs", move |c| list(c, &owner, &query))
+            .await
+    }
+
+    async fn figures(&self, owner: &Owner, since: Timestamp) -> Result<Figures, PortError> {
+        let owner = owner.clone();
+        self.db
+            .call("read the report's figures", move |c| {
+                figures(c, &owner, since)
+            })
+            .await
+    }
+
+    async fn due_for_sweep(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, PortError> {
+        self.db
+            .call("find jobs due for a sweep", move |c| {
+                due_for_sweep(c, now, limit)
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, now: Timestamp, limit: usize) -> Result<u64, PortError> {
+        self.db
+            .call("purge expired jobs", move |c| purge_expired(c, now, limit))
+            .await
+    }
+}
