@@ -96,10 +96,10 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Problem(_) => {}
             Self::Unavailable { job, source } => {
-                error!(job_id = ?job.map(|j| j.to_string()), error = %error_chain(source), "backend unavailable; answered 503");
+                error!(job_id = job.map(tracing::field::display), error = %error_chain(source), "backend unavailable; answered 503");
             }
             Self::Internal { job, source } => {
-                error!(job_id = ?job.map(|j| j.to_string()), error = %error_chain(source.as_ref()), "unexpected error; answered 500");
+                error!(job_id = job.map(tracing::field::display), error = %error_chain(source.as_ref()), "unexpected error; answered 500");
             }
         }
         let mut response = problem_response(&self.problem());
