@@ -88,9 +88,13 @@ fn every_listing_walks_an_owner_index_without_sorting() {
 fn the_sweeper_and_the_purge_read_their_partial_indexes() {
     let (_dir, db) = fresh();
     assert_uses(&db, store::DUE_FOR_SWEEP, "jobs", "jobs_to_sweep");
-    assert_uses(&db, store::EXPIRED, "jobs", "jobs_to_expire");
+    assert_uses(&db, store::PURGE_EXPIRED, "jobs", "jobs_to_expire");
     assert_uses(&db, store::OLDEST_IN_STATE, "jobs", "jobs_by_owner_state");
-    for sql in [store::DUE_FOR_SWEEP, store::EXPIRED, store::OLDEST_IN_STATE] {
+    for sql in [
+        store::DUE_FOR_SWEEP,
+        store::PURGE_EXPIRED,
+        store::OLDEST_IN_STATE,
+    ] {
         assert!(!plan(&db, sql).contains("TEMP B-TREE"), "{sql} sorts");
     }
 }

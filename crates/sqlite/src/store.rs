@@ -45,8 +45,10 @@ pub(crate) const OLDEST_IN_STATE: &str = "SELECT header FROM jobs \
     WHERE owner = ?1 AND state = ?2 ORDER BY submitted_at, id LIMIT 1";
 pub(crate) const DUE_FOR_SWEEP: &str = "SELECT header FROM jobs \
     WHERE sweep_at IS NOT NULL AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?2";
-pub(crate) const EXPIRED: &str = "SELECT id, owner, idempotency_key FROM jobs \
-    WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2";
+/// The input, result and Idempotency-Key rows go with their job: `ON DELETE CASCADE`, and
+/// foreign keys are on for every connection [`Db::open`] makes.
+pub(crate) const PURGE_EXPIRED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+    WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
 
 /// The listing query for a combination of filters: `?1` owner, `?2` state, `?3` kind,
 /// `?4`/`?5` the cursor's time and id, `?6` the row limit.
@@ -320,30 +322,9 @@ fn due_for_sweep(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<
 
 fn purge_expired(conn: &mut Connection, now: Timestamp, limit: usize) -> Result<u64, DbError> {
     let tx = write_tx(conn)?;
-    let expired: Vec<(String, String, Option<String>)> = {
-        let mut stmt = tx.prepare_cached(EXPIRED)?;
-        let rows = stmt.query_map(params![now.as_millis(), limit], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let mut purged = 0;
-    for (id, owner, key) in &expired {
-        tx.prepare_cached("DELETE FROM job_inputs WHERE job_id = ?1")?
-            .execute(params![id])?;
-        tx.prepare_cached("DELETE FROM job_results WHERE job_id = ?1")?
-            .execute(params![id])?;
-        if let Some(key) = key {
-            // Only if the key still names this job (it always should).
-            tx.prepare_cached(
-                "DELETE FROM idempotency_keys WHERE owner = ?1 AND key = ?2 AND job_id = ?3",
-            )?
-            .execute(params![owner, key, id])?;
-        }
-        purged += tx
-            .prepare_cached("DELETE FROM jobs WHERE id = ?1")?
-            .execute(params![id])?;
-    }
+    let purged = tx
+        .prepare_cached(PURGE_EXPIRED)?
+        .execute(params![now.as_millis(), limit])?;
     tx.commit()?;
     Ok(u64::try_from(purged).unwrap_or(u64::MAX))
 }
