@@ -223,6 +223,11 @@ impl Db {
     }
 }
 
+/// A row count for a `LIMIT`: SQLite takes an `i64`, callers a `usize`.
+pub(crate) fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so that it
 /// never fails half-way through on a lock upgrade.
 pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {

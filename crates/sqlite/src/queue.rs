@@ -13,7 +13,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::db::{write_tx, Db, DbError};
+use crate::db::{sql_limit, write_tx, Db, DbError};
+
+/// The most messages one receive hands out (SQS: 10), so that one call never holds the write
+/// lock for long.
+const MAX_RECEIVE: usize = 1000;
 
 /// A named queue in the database.
 ///
@@ -206,7 +210,7 @@ fn receive(
         let candidates: Vec<Candidate> = {
             let mut stmt = tx.prepare_cached(CANDIDATES)?;
             let rows = stmt.query_map(
-                params![queue, now_ms, position.0, position.1, want],
+                params![queue, now_ms, position.0, position.1, sql_limit(want)],
                 |row| {
                     Ok(Candidate {
                         seq: row.get(0)?,
@@ -274,7 +278,7 @@ fn dead_letter(
 
 fn dead_letters(conn: &Connection, queue: &str, max: usize) -> Result<Vec<DeadLetter>, DbError> {
     let mut stmt = conn.prepare_cached(DEAD_LETTERS)?;
-    let rows = stmt.query_map(params![queue, max], |row| {
+    let rows = stmt.query_map(params![queue, sql_limit(max)], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
@@ -345,6 +349,7 @@ impl Queue for SqliteQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let max = max.min(MAX_RECEIVE);
         let queue = Arc::clone(&self.name);
         let now = self.clock.now();
         let max_receive_count = self.max_receive_count;

@@ -9,7 +9,10 @@ use ackflow_core::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use crate::db::{write_tx, Db, DbError};
+use crate::db::{sql_limit, write_tx, Db, DbError};
+
+/// The largest page a listing returns, whatever it is asked (the use case asks for at most 100).
+const MAX_PAGE: usize = 1000;
 
 /// The job store of the single machine.
 #[derive(Debug, Clone)]
@@ -232,7 +235,7 @@ fn update(
 
 fn list(conn: &Connection, owner: &Owner, query: &ListQuery) -> Result<Page, DbError> {
     // A page of zero would have no last job to continue from.
-    let limit = query.limit.max(1);
+    let limit = query.limit.clamp(1, MAX_PAGE);
     let sql = list_sql(
         query.state.is_some(),
         query.kind.is_some(),
@@ -246,7 +249,7 @@ fn list(conn: &Connection, owner: &Owner, query: &ListQuery) -> Result<Page, DbE
             query.kind.as_ref().map(|k| k.as_str()),
             query.after.as_ref().map(|c| c.submitted_at.as_millis()),
             query.after.as_ref().map(|c| c.id.to_string()),
-            limit.saturating_add(1),
+            sql_limit(limit + 1),
         ],
         |row| row.get::<_, String>(0),
     )?;
@@ -314,7 +317,7 @@ fn figures(conn: &mut Connection, owner: &Owner, since: Timestamp) -> Result<Fig
 
 fn due_for_sweep(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>, DbError> {
     let mut stmt = conn.prepare_cached(DUE_FOR_SWEEP)?;
-    let rows = stmt.query_map(params![now.as_millis(), limit], |row| {
+    let rows = stmt.query_map(params![now.as_millis(), sql_limit(limit)], |row| {
         row.get::<_, String>(0)
     })?;
     rows.map(|header| read_job(&header?)).collect()
@@ -324,7 +327,7 @@ fn purge_expired(conn: &mut Connection, now: Timestamp, limit: usize) -> Result<
     let tx = write_tx(conn)?;
     let purged = tx
         .prepare_cached(PURGE_EXPIRED)?
-        .execute(params![now.as_millis(), limit])?;
+        .execute(params![now.as_millis(), sql_limit(limit)])?;
     tx.commit()?;
     Ok(u64::try_from(purged).unwrap_or(u64::MAX))
 }

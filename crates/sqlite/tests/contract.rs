@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ackflow_core::{Job, JobStore, NewJob, OutgoingMessage, Queue, Settings};
 use ackflow_processors::order::{OrderBook, OrderLine};
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
-use ackflow_testkit::{Harness, ManualTime, OrderBookFixture, QueueFixture, StoreFixture};
+use ackflow_testkit::{
+    Harness, ManualTime, OrderBookFixture, QueueFixture, RealTime, StoreFixture,
+};
 use tempfile::TempDir;
 
 const MAX_RECEIVE_COUNT: u32 = 3;
@@ -54,6 +56,24 @@ async fn fresh_order_book() -> OrderBookFixture<TempDir> {
 
 mod queue_contract {
     ackflow_testkit::queue_contract_tests!(super::fresh_queue);
+}
+
+/// The same queue on the machine's clock, with the suite really waiting: proves the suite's
+/// margins hold in real time, as they must on SQS.
+async fn fresh_queue_in_real_time() -> QueueFixture<TempDir> {
+    let (dir, db) = fresh_db();
+    let harness = Arc::new(RealTime);
+    let queue = SqliteQueue::new(db, "jobs", MAX_RECEIVE_COUNT, harness.clock()).expect("queue");
+    QueueFixture {
+        queue: Arc::new(queue),
+        max_receive_count: MAX_RECEIVE_COUNT,
+        harness,
+        guard: dir,
+    }
+}
+
+mod queue_contract_in_real_time {
+    ackflow_testkit::queue_contract_tests!(together: super::fresh_queue_in_real_time);
 }
 
 mod store_contract {

@@ -29,7 +29,9 @@
 //! ```
 //!
 //! The generated tests use `#[tokio::test]`, so the calling crate needs `tokio` (with the
-//! `macros` and `rt-multi-thread` features) among its dev-dependencies.
+//! `macros` and `rt-multi-thread` features) among its dev-dependencies. Against a backend on a
+//! real clock, `queue_contract_tests!(together: fresh)` runs the queue behaviours concurrently
+//! in one test, since they mostly wait.
 //!
 //! # Real networks, real time
 //!
@@ -159,24 +161,18 @@ pub struct OrderBookFixture<G = ()> {
 
 /// One `#[tokio::test]` per queue behaviour of [`queue`], each on a fresh
 /// [`QueueFixture`] from the given `async fn`.
+///
+/// `queue_contract_tests!(together: fresh)` instead makes one test, `every_queue_behaviour`,
+/// that runs all behaviours at once, each on its own fixture: with a real clock most of a
+/// behaviour is waiting, so this takes as long as the slowest one instead of their sum. A
+/// failure names the behaviour.
 #[macro_export]
 macro_rules! queue_contract_tests {
+    (together: $fresh:path) => {
+        $crate::__queue_behaviours!(together $fresh);
+    };
     ($fresh:path) => {
-        $crate::queue_contract_tests!(@each $fresh;
-            a_sent_message_is_received_with_its_body_and_attributes_then_deleted,
-            a_received_message_is_invisible_until_its_visibility_timeout_then_returns_counted,
-            change_visibility_postpones_a_message,
-            change_visibility_to_zero_makes_a_message_visible_at_once,
-            a_receipt_still_deletes_its_message_after_a_visibility_change,
-            a_delayed_message_is_invisible_until_its_delay_passes,
-            a_stale_receipt_cannot_delete_the_newer_delivery,
-            a_stale_receipt_cannot_change_the_visibility_of_the_newer_delivery,
-            the_receive_after_the_last_allowed_one_moves_a_message_to_the_dead_letter_queue,
-            dead_letter_moves_a_received_message_at_once,
-            depth_counts_waiting_in_flight_and_dead_messages,
-            bodies_and_attributes_round_trip_unchanged,
-            a_batch_of_ten_is_received_and_each_message_only_once,
-        );
+        $crate::__queue_behaviours!(each $fresh);
     };
     (@each $fresh:path; $($name:ident),+ $(,)?) => {
         $(
@@ -192,6 +188,56 @@ macro_rules! queue_contract_tests {
                 drop(fixture);
             }
         )+
+    };
+    (@together $fresh:path; $($name:ident),+ $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_queue_behaviour() {
+            let mut running = ::tokio::task::JoinSet::new();
+            let mut names = ::std::collections::HashMap::new();
+            $(
+                let task = running.spawn(async move {
+                    let fixture = $fresh().await;
+                    $crate::queue::$name(
+                        &*fixture.queue,
+                        fixture.max_receive_count,
+                        &*fixture.harness,
+                    )
+                    .await;
+                    drop(fixture);
+                });
+                names.insert(task.id(), stringify!($name));
+            )+
+            let mut failed = ::std::vec::Vec::new();
+            while let Some(joined) = running.join_next_with_id().await {
+                if let Err(e) = joined {
+                    failed.push(names.get(&e.id()).copied().unwrap_or("?"));
+                }
+            }
+            assert!(failed.is_empty(), "failed behaviours: {failed:?}");
+        }
+    };
+}
+
+/// The list of queue behaviours, written once for both forms of [`queue_contract_tests!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_behaviours {
+    ($mode:ident $fresh:path) => {
+        $crate::queue_contract_tests!(@$mode $fresh;
+            a_sent_message_is_received_with_its_body_and_attributes_then_deleted,
+            a_received_message_is_invisible_until_its_visibility_timeout_then_returns_counted,
+            change_visibility_postpones_a_message,
+            change_visibility_to_zero_makes_a_message_visible_at_once,
+            a_receipt_still_deletes_its_message_after_a_visibility_change,
+            a_delayed_message_is_invisible_until_its_delay_passes,
+            a_stale_receipt_cannot_delete_the_newer_delivery,
+            a_stale_receipt_cannot_change_the_visibility_of_the_newer_delivery,
+            the_receive_after_the_last_allowed_one_moves_a_message_to_the_dead_letter_queue,
+            dead_letter_moves_a_received_message_at_once,
+            depth_counts_waiting_in_flight_and_dead_messages,
+            bodies_and_attributes_round_trip_unchanged,
+            a_batch_of_ten_is_received_and_each_message_only_once,
+        );
     };
 }
 
