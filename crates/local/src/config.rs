@@ -57,15 +57,21 @@ impl Knobs {
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
         if self.max_attempts == 0 {
-            return Err(ConfigError("ACKFLOW_MAX_ATTEMPTS must be at least 1".into()));
+            return Err(ConfigError(
+                "ACKFLOW_MAX_ATTEMPTS must be at least 1".into(),
+            ));
         }
         if self.worker_timeout_secs == 0 {
-            return Err(ConfigError("ACKFLOW_WORKER_TIMEOUT_SECS must be at least 1".into()));
+            return Err(ConfigError(
+                "ACKFLOW_WORKER_TIMEOUT_SECS must be at least 1".into(),
+            ));
         }
         let worker_timeout = Duration::from_secs(self.worker_timeout_secs);
         let lease_grace = Duration::from_millis(self.lease_grace_ms);
-        let visibility_timeout =
-            self.visibility_timeout_secs.map_or(worker_timeout + Duration::from_secs(10), Duration::from_secs);
+        let visibility_timeout = self.visibility_timeout_secs.map_or(
+            worker_timeout + Duration::from_secs(10),
+            Duration::from_secs,
+        );
         if visibility_timeout < worker_timeout {
             return Err(ConfigError(
                 "ACKFLOW_VISIBILITY_TIMEOUT_SECS must be at least ACKFLOW_WORKER_TIMEOUT_SECS, or messages come back \
@@ -74,9 +80,10 @@ impl Knobs {
             ));
         }
         let backoff_max = Duration::from_secs(self.backoff_max_secs);
-        let resend_after = self
-            .resend_after_secs
-            .map_or(visibility_timeout + backoff_max + Duration::from_secs(30), Duration::from_secs);
+        let resend_after = self.resend_after_secs.map_or(
+            visibility_timeout + backoff_max + Duration::from_secs(30),
+            Duration::from_secs,
+        );
         let settings = Settings {
             max_attempts: self.max_attempts,
             worker_timeout,
@@ -118,7 +125,12 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     /// Bearer tokens and their owners, as `token=owner,token=owner`. Empty: authentication is off and every
     /// request belongs to one anonymous owner.
-    #[arg(long, env = "ACKFLOW_TOKENS", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ACKFLOW_TOKENS",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub tokens: String,
     /// Jobs processed at once.
     #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 16)]
@@ -150,7 +162,9 @@ pub fn parse_tokens(text: &str) -> Result<HashMap<String, Owner>, ConfigError> {
             .split_once('=')
             .ok_or_else(|| ConfigError("ACKFLOW_TOKENS: each entry is token=owner".into()))?;
         if token.len() < 16 {
-            return Err(ConfigError("ACKFLOW_TOKENS: tokens must be at least 16 characters".into()));
+            return Err(ConfigError(
+                "ACKFLOW_TOKENS: tokens must be at least 16 characters".into(),
+            ));
         }
         let owner = Owner::parse(owner).map_err(|e| ConfigError(format!("ACKFLOW_TOKENS: {e}")))?;
         tokens.insert(token.to_owned(), owner);
@@ -179,8 +193,14 @@ mod tests {
 
     #[test]
     fn inconsistent_knobs_are_refused_with_the_variable_named() {
-        let cli = Cli::try_parse_from(["ackflow", "--worker-timeout-secs", "60", "--visibility-timeout-secs", "10"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "ackflow",
+            "--worker-timeout-secs",
+            "60",
+            "--visibility-timeout-secs",
+            "10",
+        ])
+        .expect("parses");
         let err = cli.serve.knobs.settings().expect_err("refused");
         assert!(err.0.contains("ACKFLOW_VISIBILITY_TIMEOUT_SECS"), "{err}");
     }

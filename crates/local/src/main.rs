@@ -53,7 +53,9 @@ enum Command {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ACKFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("ACKFLOW_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -86,18 +88,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Server::new(args).run(listener, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Submit { kind, input, idempotency_key, wait, connection } => {
+        Command::Submit {
+            kind,
+            input,
+            idempotency_key,
+            wait,
+            connection,
+        } => {
             let input: Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
             let client = Client::new(&connection)?;
-            let job = client.submit(&kind, input, idempotency_key.as_deref()).await?;
+            let job = client
+                .submit(&kind, input, idempotency_key.as_deref())
+                .await?;
             if !wait {
                 print_json(&job);
                 return Ok(ExitCode::SUCCESS);
             }
-            let id = job.get("id").and_then(Value::as_str).context("the answer has no job id")?.to_owned();
+            let id = job
+                .get("id")
+                .and_then(Value::as_str)
+                .context("the answer has no job id")?
+                .to_owned();
             finish(&client, &id).await
         }
-        Command::Status { id, wait, connection } => {
+        Command::Status {
+            id,
+            wait,
+            connection,
+        } => {
             let client = Client::new(&connection)?;
             if wait {
                 return finish(&client, &id).await;
@@ -114,8 +132,14 @@ async fn finish(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     let job = client
         .wait_until_terminal(id, |job| {
             if !is_terminal(job) {
-                let percent = job.pointer("/progress/percent").and_then(Value::as_u64).unwrap_or(0);
-                let message = job.pointer("/progress/message").and_then(Value::as_str).unwrap_or("");
+                let percent = job
+                    .pointer("/progress/percent")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                let message = job
+                    .pointer("/progress/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 eprintln!("{percent:>3}% {message}");
             }
         })
@@ -125,11 +149,18 @@ async fn finish(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
         eprintln!("{detail}");
     }
     let succeeded = job.get("state").and_then(Value::as_str) == Some("succeeded");
-    Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -33,7 +33,10 @@ pub struct Server {
 impl Server {
     /// A server with the shipped processors.
     pub fn new(args: ServeArgs) -> Self {
-        Self { args, extra: Vec::new() }
+        Self {
+            args,
+            extra: Vec::new(),
+        }
     }
 
     /// Adds (or replaces, by kind) a processor.
@@ -44,7 +47,11 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` completes; then stops taking requests, lets the
     /// attempts in flight finish (up to the worker timeout) and returns.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self { args, extra } = self;
         let settings = args.knobs.settings()?;
         let owners: Arc<dyn OwnerResolver> = {
@@ -55,25 +62,44 @@ impl Server {
                 Arc::new(BearerTokens::new(tokens))
             }
         };
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+        std::fs::create_dir_all(&args.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                args.data_dir.display()
+            )
+        })?;
         let db_path = args.data_dir.join(DB_FILE);
-        let db = Db::open(&db_path, args.durability).with_context(|| format!("cannot open {}", db_path.display()))?;
+        let db = Db::open(&db_path, args.durability)
+            .with_context(|| format!("cannot open {}", db_path.display()))?;
         let clock = Arc::new(SystemClock);
         let store = Arc::new(SqliteStore::new(db.clone()));
-        let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", settings.max_attempts + RECEIVE_SLACK, clock.clone())?);
+        let queue = Arc::new(SqliteQueue::new(
+            db.clone(),
+            "jobs",
+            settings.max_attempts + RECEIVE_SLACK,
+            clock.clone(),
+        )?);
         // This process is the queue's only consumer: whatever was in flight belonged to a process that
         // is gone (a crash or kill -9), so it can be delivered again now rather than after its timeout.
         let released = queue.release_in_flight()?;
         if released > 0 {
-            info!(released, "messages in flight at the last stop are visible again");
+            info!(
+                released,
+                "messages in flight at the last stop are visible again"
+            );
         }
         let book = Arc::new(SqliteOrderBook::new(db)?);
         let mut registry = registry_with(book, clock.clone(), args.demo);
         for processor in extra {
             registry.register(processor);
         }
-        let app = Arc::new(Ackflow::new(store, queue.clone() as Arc<dyn Queue>, registry, clock, settings.clone()));
+        let app = Arc::new(Ackflow::new(
+            store,
+            queue.clone() as Arc<dyn Queue>,
+            registry,
+            clock,
+            settings.clone(),
+        ));
 
         let stop = CancellationToken::new();
         let worker = tokio::spawn(worker::run(
@@ -83,7 +109,11 @@ impl Server {
             settings.worker_timeout + settings.lease_grace,
             stop.clone(),
         ));
-        let sweeper = tokio::spawn(worker::sweep_periodically(app.clone(), settings.sweep_period, stop.clone()));
+        let sweeper = tokio::spawn(worker::sweep_periodically(
+            app.clone(),
+            settings.sweep_period,
+            stop.clone(),
+        ));
 
         let router = ackflow_http::router(ApiState { app, owners });
         info!(address = %listener.local_addr()?, data = %db_path.display(), kinds = ?args.demo, "ackflow serving");
@@ -93,7 +123,9 @@ impl Server {
             signal.cancel();
         });
         let http_stop = stop.clone();
-        axum::serve(listener, router).with_graceful_shutdown(async move { http_stop.cancelled().await }).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await?;
         stop.cancel();
         worker.await?;
         sweeper.await?;

@@ -19,7 +19,13 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Runs until `shutdown` is cancelled, then lets the attempts in flight finish for up to
 /// `grace`. Attempts still running after that are dropped: their leases expire and their
 /// messages come back, so nothing is lost.
-pub async fn run(app: Arc<Ackflow>, queue: Arc<SqliteQueue>, concurrency: usize, grace: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    app: Arc<Ackflow>,
+    queue: Arc<SqliteQueue>,
+    concurrency: usize,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
     // Permits bound the attempts in flight; a batch never asks for more messages than there are
     // free permits, so a received message never waits (and never burns its visibility) in memory.
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -62,7 +68,9 @@ pub async fn run(app: Arc<Ackflow>, queue: Arc<SqliteQueue>, concurrency: usize,
             }
         }
         for delivery in batch {
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
             let app = Arc::clone(&app);
             tasks.spawn(async move {
                 let _permit = permit;
@@ -74,7 +82,10 @@ pub async fn run(app: Arc<Ackflow>, queue: Arc<SqliteQueue>, concurrency: usize,
             });
         }
     }
-    info!(in_flight = tasks.len(), "worker stopping; letting attempts in flight finish");
+    info!(
+        in_flight = tasks.len(),
+        "worker stopping; letting attempts in flight finish"
+    );
     let drained = tokio::time::timeout(grace, async {
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -84,7 +95,10 @@ pub async fn run(app: Arc<Ackflow>, queue: Arc<SqliteQueue>, concurrency: usize,
     })
     .await;
     if drained.is_err() {
-        warn!(abandoned = tasks.len(), "attempts still running at shutdown; their messages will come back");
+        warn!(
+            abandoned = tasks.len(),
+            "attempts still running at shutdown; their messages will come back"
+        );
         tasks.abort_all();
     }
 }
@@ -100,7 +114,12 @@ pub async fn sweep_periodically(app: Arc<Ackflow>, period: Duration, shutdown: C
         }
         match app.sweep().await {
             Ok(report) if report.failed + report.resent > 0 || report.purged > 0 => {
-                info!(failed = report.failed, resent = report.resent, purged = report.purged, "sweep");
+                info!(
+                    failed = report.failed,
+                    resent = report.resent,
+                    purged = report.purged,
+                    "sweep"
+                );
             }
             Ok(_) => {}
             Err(e) => warn!(error = %error_chain(&e), "sweep failed; will try again"),

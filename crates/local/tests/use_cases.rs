@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_core::{
-    async_trait, AcceptError, Ackflow, Change, Clock, CorrelationId, DeadLetter, Delivery, Disposition, IdempotencyKey,
-    JobError, JobId, JobState, JobStore, ManualClock, OutgoingMessage, Owner, PortError, Queue, QueueDepth, Receipt,
-    Settings, Submission, Timestamp,
+    async_trait, AcceptError, Ackflow, Change, Clock, CorrelationId, DeadLetter, Delivery,
+    Disposition, IdempotencyKey, JobError, JobId, JobState, JobStore, ManualClock, OutgoingMessage,
+    Owner, PortError, Queue, QueueDepth, Receipt, Settings, Submission, Timestamp,
 };
 use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
@@ -35,7 +35,11 @@ impl Queue for FlakyQueue {
     async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
         self.inner.delete(receipt).await
     }
-    async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<(), PortError> {
+    async fn change_visibility(
+        &self,
+        receipt: &Receipt,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
         self.inner.change_visibility(receipt, timeout).await
     }
     async fn dead_letter(&self, delivery: &Delivery) -> Result<(), PortError> {
@@ -62,12 +66,29 @@ fn world_with(settings: Settings) -> World {
     let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db opens");
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
     let store = Arc::new(SqliteStore::new(db.clone()));
-    let sqlite_queue = SqliteQueue::new(db.clone(), "jobs", settings.max_attempts + 3, clock.clone()).expect("queue");
-    let queue = Arc::new(FlakyQueue { inner: Arc::new(sqlite_queue), sends_fail: AtomicBool::new(false) });
+    let sqlite_queue =
+        SqliteQueue::new(db.clone(), "jobs", settings.max_attempts + 3, clock.clone())
+            .expect("queue");
+    let queue = Arc::new(FlakyQueue {
+        inner: Arc::new(sqlite_queue),
+        sends_fail: AtomicBool::new(false),
+    });
     let book = Arc::new(SqliteOrderBook::new(db).expect("order book"));
     let registry = registry_with(book, clock.clone(), true);
-    let app = Ackflow::new(store.clone(), queue.clone(), registry, clock.clone(), settings);
-    World { app, clock, store, queue, _dir: dir }
+    let app = Ackflow::new(
+        store.clone(),
+        queue.clone(),
+        registry,
+        clock.clone(),
+        settings,
+    );
+    World {
+        app,
+        clock,
+        store,
+        queue,
+        _dir: dir,
+    }
 }
 
 fn world() -> World {
@@ -79,11 +100,20 @@ fn owner() -> Owner {
 }
 
 impl World {
-    async fn submit(&self, kind: &str, input: Value) -> Result<ackflow_core::Accepted, AcceptError> {
+    async fn submit(
+        &self,
+        kind: &str,
+        input: Value,
+    ) -> Result<ackflow_core::Accepted, AcceptError> {
         self.submit_keyed(kind, input, None).await
     }
 
-    async fn submit_keyed(&self, kind: &str, input: Value, key: Option<&str>) -> Result<ackflow_core::Accepted, AcceptError> {
+    async fn submit_keyed(
+        &self,
+        kind: &str,
+        input: Value,
+        key: Option<&str>,
+    ) -> Result<ackflow_core::Accepted, AcceptError> {
         self.app
             .accept(Submission {
                 owner: owner(),
@@ -97,7 +127,11 @@ impl World {
 
     /// Receives one visible message.
     async fn next_delivery(&self) -> Option<Delivery> {
-        let mut batch = self.queue.receive(1, self.app.settings().visibility_timeout).await.expect("receive");
+        let mut batch = self
+            .queue
+            .receive(1, self.app.settings().visibility_timeout)
+            .await
+            .expect("receive");
         batch.pop()
     }
 
@@ -105,12 +139,19 @@ impl World {
     async fn work_once(&self) -> Option<Disposition> {
         let delivery = self.next_delivery().await?;
         let disposition = self.app.handle(&delivery).await;
-        self.app.settle(&delivery, disposition).await.expect("settle");
+        self.app
+            .settle(&delivery, disposition)
+            .await
+            .expect("settle");
         Some(disposition)
     }
 
     async fn job(&self, id: JobId) -> ackflow_core::Job {
-        self.store.get(&owner(), id).await.expect("store").expect("job exists")
+        self.store
+            .get(&owner(), id)
+            .await
+            .expect("store")
+            .expect("job exists")
     }
 
     async fn depth(&self) -> QueueDepth {
@@ -121,7 +162,10 @@ impl World {
 #[tokio::test]
 async fn an_accepted_job_is_recorded_queued_with_one_message() {
     let w = world();
-    let accepted = w.submit("demo", json!({"steps": 1})).await.expect("accepted");
+    let accepted = w
+        .submit("demo", json!({"steps": 1}))
+        .await
+        .expect("accepted");
     assert!(!accepted.replayed);
     assert!(accepted.retry_after >= Duration::from_secs(1));
     let job = w.job(accepted.job.id).await;
@@ -132,27 +176,49 @@ async fn an_accepted_job_is_recorded_queued_with_one_message() {
 #[tokio::test]
 async fn a_delivery_runs_the_job_to_success_and_its_message_is_deleted() {
     let w = world();
-    let id = w.submit("demo", json!({"steps": 2})).await.expect("accepted").job.id;
+    let id = w
+        .submit("demo", json!({"steps": 2}))
+        .await
+        .expect("accepted")
+        .job
+        .id;
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     let status = w.app.status(&owner(), id).await.expect("status");
     assert_eq!(status.job.state, JobState::Succeeded);
     assert_eq!(status.job.attempts, 1);
     assert_eq!(status.job.progress.percent, 100);
     assert_eq!(status.result.expect("a result")["attempt"], 1);
-    assert_eq!(status.retry_after, None, "a terminal job needs no Retry-After");
+    assert_eq!(
+        status.retry_after, None,
+        "a terminal job needs no Retry-After"
+    );
     assert_eq!(w.depth().await, QueueDepth::default());
 }
 
 #[tokio::test]
 async fn a_transient_failure_requeues_with_backoff_and_a_later_attempt_succeeds() {
     let w = world();
-    let id = w.submit("demo", json!({"fail_attempts": 1})).await.expect("accepted").job.id;
-    let Some(Disposition::RetryAfter(delay)) = w.work_once().await else { panic!("expected a retry") };
+    let id = w
+        .submit("demo", json!({"fail_attempts": 1}))
+        .await
+        .expect("accepted")
+        .job
+        .id;
+    let Some(Disposition::RetryAfter(delay)) = w.work_once().await else {
+        panic!("expected a retry")
+    };
     assert!(delay <= w.app.settings().backoff_base);
     let job = w.job(id).await;
     assert_eq!((job.state, job.attempts), (JobState::Queued, 1));
-    assert!(job.progress.message.contains("Attempt 1 of 5"), "{}", job.progress.message);
-    assert!(w.next_delivery().await.is_none(), "the message waits out its backoff");
+    assert!(
+        job.progress.message.contains("Attempt 1 of 5"),
+        "{}",
+        job.progress.message
+    );
+    assert!(
+        w.next_delivery().await.is_none(),
+        "the message waits out its backoff"
+    );
 
     w.clock.advance(delay + Duration::from_millis(1));
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
@@ -162,42 +228,77 @@ async fn a_transient_failure_requeues_with_backoff_and_a_later_attempt_succeeds(
 
 #[tokio::test]
 async fn the_last_transient_failure_fails_the_job_saying_how_many_times_it_was_tried() {
-    let w = world_with(Settings { max_attempts: 2, ..Settings::default() });
-    let id = w.submit("demo", json!({"fail_attempts": 10})).await.expect("accepted").job.id;
-    assert!(matches!(w.work_once().await, Some(Disposition::RetryAfter(_))));
+    let w = world_with(Settings {
+        max_attempts: 2,
+        ..Settings::default()
+    });
+    let id = w
+        .submit("demo", json!({"fail_attempts": 10}))
+        .await
+        .expect("accepted")
+        .job
+        .id;
+    assert!(matches!(
+        w.work_once().await,
+        Some(Disposition::RetryAfter(_))
+    ));
     w.clock.advance(Duration::from_secs(120));
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     let job = w.job(id).await;
     assert_eq!(job.state, JobState::Failed);
     let problem = job.error.expect("a problem");
     assert_eq!(problem.slug(), Some("attempts-exhausted"));
-    assert!(problem.detail.contains("tried 2 times"), "{}", problem.detail);
+    assert!(
+        problem.detail.contains("tried 2 times"),
+        "{}",
+        problem.detail
+    );
 }
 
 #[tokio::test]
 async fn a_panicking_processor_fails_only_its_attempt() {
-    let w = world_with(Settings { max_attempts: 1, ..Settings::default() });
-    let bad = w.submit("demo", json!({"panic": true})).await.expect("accepted").job.id;
+    let w = world_with(Settings {
+        max_attempts: 1,
+        ..Settings::default()
+    });
+    let bad = w
+        .submit("demo", json!({"panic": true}))
+        .await
+        .expect("accepted")
+        .job
+        .id;
     let good = w.submit("demo", json!({})).await.expect("accepted").job.id;
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     let bad = w.job(bad).await;
     assert_eq!(bad.state, JobState::Failed);
     let detail = bad.error.expect("problem").detail;
-    assert!(!detail.contains("panicked"), "internals must not reach the client: {detail}");
+    assert!(
+        !detail.contains("panicked"),
+        "internals must not reach the client: {detail}"
+    );
     assert_eq!(w.job(good).await.state, JobState::Succeeded);
 }
 
 #[tokio::test]
 async fn a_rejection_fails_the_job_at_once_with_the_processors_words() {
     let w = world();
-    let id = w.submit("demo", json!({"reject": "the card was declined"})).await.expect("accepted").job.id;
+    let id = w
+        .submit("demo", json!({"reject": "the card was declined"}))
+        .await
+        .expect("accepted")
+        .job
+        .id;
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     let job = w.job(id).await;
     assert_eq!((job.state, job.attempts), (JobState::Failed, 1));
     let problem = job.error.expect("problem");
     assert_eq!(problem.status, 422);
-    assert!(problem.detail.contains("the card was declined"), "{}", problem.detail);
+    assert!(
+        problem.detail.contains("the card was declined"),
+        "{}",
+        problem.detail
+    );
 }
 
 #[tokio::test]
@@ -221,11 +322,26 @@ async fn a_duplicate_waits_out_a_live_lease_and_takes_over_an_expired_one() {
     let delivery = w.next_delivery().await.expect("a message");
     // Another worker started the job and then vanished.
     let queued = w.job(id).await;
-    let running = queued.apply(Change::Start, w.clock.now(), w.app.settings()).expect("start");
-    w.store.update(&queued, &running, None, &ackflow_core::Deltas::between(&queued, &running)).await.expect("written");
+    let running = queued
+        .apply(Change::Start, w.clock.now(), w.app.settings())
+        .expect("start");
+    w.store
+        .update(
+            &queued,
+            &running,
+            None,
+            &ackflow_core::Deltas::between(&queued, &running),
+        )
+        .await
+        .expect("written");
 
-    let Disposition::RetryAfter(wait) = w.app.handle(&delivery).await else { panic!("expected a wait") };
-    assert!(wait >= w.app.settings().lease() - Duration::from_secs(1), "{wait:?}");
+    let Disposition::RetryAfter(wait) = w.app.handle(&delivery).await else {
+        panic!("expected a wait")
+    };
+    assert!(
+        wait >= w.app.settings().lease() - Duration::from_secs(1),
+        "{wait:?}"
+    );
     assert_eq!(w.job(id).await.attempts, 1, "a live lease is not taken");
 
     w.clock.advance(w.app.settings().lease());
@@ -233,10 +349,23 @@ async fn a_duplicate_waits_out_a_live_lease_and_takes_over_an_expired_one() {
     let job = w.job(id).await;
     assert_eq!((job.state, job.attempts), (JobState::Succeeded, 2));
     // The vanished worker comes back late: its write is fenced out.
-    let late = running.apply(Change::Succeed, w.clock.now(), w.app.settings()).expect("legal in isolation");
-    let refused = w.store.update(&running, &late, Some(&json!({"late": true})), &ackflow_core::Deltas::default()).await;
+    let late = running
+        .apply(Change::Succeed, w.clock.now(), w.app.settings())
+        .expect("legal in isolation");
+    let refused = w
+        .store
+        .update(
+            &running,
+            &late,
+            Some(&json!({"late": true})),
+            &ackflow_core::Deltas::default(),
+        )
+        .await;
     assert!(matches!(refused, Err(ackflow_core::WriteError::Conflict)));
-    assert_ne!(w.app.status(&owner(), id).await.expect("status").result, Some(json!({"late": true})));
+    assert_ne!(
+        w.app.status(&owner(), id).await.expect("status").result,
+        Some(json!({"late": true}))
+    );
 }
 
 #[tokio::test]
@@ -248,7 +377,10 @@ async fn the_sweeper_fails_a_job_whose_deadline_passed_and_its_message_is_then_d
     assert_eq!(report.failed, 1);
     let job = w.job(id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error.expect("problem").slug(), Some("deadline-exceeded"));
+    assert_eq!(
+        job.error.expect("problem").slug(),
+        Some("deadline-exceeded")
+    );
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
 }
 
@@ -256,7 +388,8 @@ async fn the_sweeper_fails_a_job_whose_deadline_passed_and_its_message_is_then_d
 async fn a_job_too_close_to_its_deadline_is_failed_instead_of_started() {
     let w = world();
     let id = w.submit("demo", json!({})).await.expect("accepted").job.id;
-    w.clock.advance(w.app.settings().job_deadline - w.app.settings().lease() + Duration::from_secs(1));
+    w.clock
+        .advance(w.app.settings().job_deadline - w.app.settings().lease() + Duration::from_secs(1));
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     let job = w.job(id).await;
     assert_eq!((job.state, job.attempts), (JobState::Failed, 0));
@@ -271,7 +404,11 @@ async fn the_sweeper_resends_the_message_of_a_job_that_lost_it() {
     assert_eq!(w.app.sweep().await.expect("sweep").resent, 0, "not yet due");
     w.clock.advance(w.app.settings().resend_after);
     assert_eq!(w.app.sweep().await.expect("sweep").resent, 1);
-    assert_eq!(w.app.sweep().await.expect("sweep").resent, 0, "re-sent once, then due again only later");
+    assert_eq!(
+        w.app.sweep().await.expect("sweep").resent,
+        0,
+        "re-sent once, then due again only later"
+    );
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.job(id).await.state, JobState::Succeeded);
 }
@@ -284,13 +421,20 @@ async fn an_unreadable_message_fails_its_job_and_goes_to_the_dead_letter_queue()
     w.queue.delete(&good.receipt).await.expect("deleted");
     let envelope = ackflow_core::Envelope::for_job(&accepted);
     w.queue
-        .send(OutgoingMessage { body: "{\"v\":1,\"job\":".into(), attributes: envelope.attributes(), delay: Duration::ZERO })
+        .send(OutgoingMessage {
+            body: "{\"v\":1,\"job\":".into(),
+            attributes: envelope.attributes(),
+            delay: Duration::ZERO,
+        })
         .await
         .expect("sent");
     assert_eq!(w.work_once().await, Some(Disposition::DeadLetter));
     let job = w.job(accepted.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error.expect("problem").slug(), Some("unreadable-message"));
+    assert_eq!(
+        job.error.expect("problem").slug(),
+        Some("unreadable-message")
+    );
     assert_eq!(w.depth().await.dead, 1);
 }
 
@@ -298,23 +442,38 @@ async fn an_unreadable_message_fails_its_job_and_goes_to_the_dead_letter_queue()
 async fn a_message_from_a_newer_version_is_returned_to_the_queue_not_poisoned() {
     let w = world();
     w.queue
-        .send(OutgoingMessage { body: json!({"v": 99, "whatever": true}).to_string(), attributes: vec![], delay: Duration::ZERO })
+        .send(OutgoingMessage {
+            body: json!({"v": 99, "whatever": true}).to_string(),
+            attributes: vec![],
+            delay: Duration::ZERO,
+        })
         .await
         .expect("sent");
-    assert!(matches!(w.work_once().await, Some(Disposition::RetryAfter(_))));
+    assert!(matches!(
+        w.work_once().await,
+        Some(Disposition::RetryAfter(_))
+    ));
     assert_eq!(w.depth().await.dead, 0);
 }
 
 #[tokio::test]
 async fn an_idempotent_resubmission_returns_the_same_job_and_queues_nothing_new() {
     let w = world();
-    let first = w.submit_keyed("demo", json!({"steps": 1, "step_ms": 0}), Some("cart-42")).await.expect("accepted");
+    let first = w
+        .submit_keyed("demo", json!({"steps": 1, "step_ms": 0}), Some("cart-42"))
+        .await
+        .expect("accepted");
     // Same body, other key order.
-    let again = w.submit_keyed("demo", json!({"step_ms": 0, "steps": 1}), Some("cart-42")).await.expect("replayed");
+    let again = w
+        .submit_keyed("demo", json!({"step_ms": 0, "steps": 1}), Some("cart-42"))
+        .await
+        .expect("replayed");
     assert!(again.replayed);
     assert_eq!(again.job.id, first.job.id);
     assert_eq!(w.depth().await.waiting, 1, "no second message");
-    let other = w.submit_keyed("demo", json!({"steps": 2}), Some("cart-42")).await;
+    let other = w
+        .submit_keyed("demo", json!({"steps": 2}), Some("cart-42"))
+        .await;
     assert!(matches!(other, Err(AcceptError::KeyReused)));
     assert_eq!(other.expect_err("refused").problem().status, 422);
 }
@@ -324,16 +483,32 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
     let w = world();
     w.queue.sends_fail.store(true, Ordering::SeqCst);
     let refused = w.submit_keyed("demo", json!({}), Some("k-1")).await;
-    let Err(AcceptError::Unavailable(_)) = refused else { panic!("expected 503") };
+    let Err(AcceptError::Unavailable(_)) = refused else {
+        panic!("expected 503")
+    };
     assert_eq!(refused.expect_err("refused").problem().status, 503);
-    let page = w.app.list(&owner(), ackflow_core::ListQuery::default()).await.expect("list");
+    let page = w
+        .app
+        .list(&owner(), ackflow_core::ListQuery::default())
+        .await
+        .expect("list");
     assert_eq!(page.jobs.len(), 1);
-    assert_eq!(page.jobs[0].state, JobState::Failed, "the job does not linger as queued");
+    assert_eq!(
+        page.jobs[0].state,
+        JobState::Failed,
+        "the job does not linger as queued"
+    );
 
     w.queue.sends_fail.store(false, Ordering::SeqCst);
-    let retried = w.submit_keyed("demo", json!({}), Some("k-1")).await.expect("accepted on retry");
+    let retried = w
+        .submit_keyed("demo", json!({}), Some("k-1"))
+        .await
+        .expect("accepted on retry");
     assert_eq!(retried.job.id, page.jobs[0].id);
-    assert_eq!((retried.job.state, retried.job.generation), (JobState::Queued, 1));
+    assert_eq!(
+        (retried.job.state, retried.job.generation),
+        (JobState::Queued, 1)
+    );
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.job(retried.job.id).await.state, JobState::Succeeded);
 }
@@ -342,18 +517,33 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
 async fn only_a_queued_job_can_be_cancelled_and_its_message_is_then_dropped() {
     let w = world();
     let id = w.submit("demo", json!({})).await.expect("accepted").job.id;
-    assert_eq!(w.app.cancel(&owner(), id).await.expect("cancelled").state, JobState::Cancelled);
-    assert!(matches!(w.app.cancel(&owner(), id).await, Err(JobError::WrongState(JobState::Cancelled))));
+    assert_eq!(
+        w.app.cancel(&owner(), id).await.expect("cancelled").state,
+        JobState::Cancelled
+    );
+    assert!(matches!(
+        w.app.cancel(&owner(), id).await,
+        Err(JobError::WrongState(JobState::Cancelled))
+    ));
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.job(id).await.state, JobState::Cancelled);
     let stranger = Owner::parse("mallory").expect("owner");
-    assert!(matches!(w.app.cancel(&stranger, id).await, Err(JobError::NotFound)));
+    assert!(matches!(
+        w.app.cancel(&stranger, id).await,
+        Err(JobError::NotFound)
+    ));
 }
 
 #[tokio::test]
 async fn an_out_of_stock_order_is_rejected_naming_the_item_and_reserves_nothing() {
     let w = world();
-    let ok = w.submit("order", json!({"customer": "ada", "items": [{"sku": "mug-blue", "quantity": 1}]})).await.expect("ok");
+    let ok = w
+        .submit(
+            "order",
+            json!({"customer": "ada", "items": [{"sku": "mug-blue", "quantity": 1}]}),
+        )
+        .await
+        .expect("ok");
     let greedy =
         w.submit("order", json!({"customer": "bob", "items": [{"sku": "tea-sencha", "quantity": 1}, {"sku": "mug-blue", "quantity": 2}]}))
             .await
@@ -365,9 +555,19 @@ async fn an_out_of_stock_order_is_rejected_naming_the_item_and_reserves_nothing(
     assert_eq!(rejected.state, JobState::Failed);
     let problem = rejected.error.expect("problem");
     assert!(problem.detail.contains("Blue Mug"), "{}", problem.detail);
-    assert!(problem.detail.contains('1'), "says what is left: {}", problem.detail);
+    assert!(
+        problem.detail.contains('1'),
+        "says what is left: {}",
+        problem.detail
+    );
     // The next order for the last mug still gets it: the rejected order reserved nothing.
-    let last = w.submit("order", json!({"customer": "cy", "items": [{"sku": "mug-blue", "quantity": 1}]})).await.expect("ok");
+    let last = w
+        .submit(
+            "order",
+            json!({"customer": "cy", "items": [{"sku": "mug-blue", "quantity": 1}]}),
+        )
+        .await
+        .expect("ok");
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.job(last.job.id).await.state, JobState::Succeeded);
 }
@@ -376,7 +576,9 @@ async fn an_out_of_stock_order_is_rejected_naming_the_item_and_reserves_nothing(
 async fn the_report_counts_transitions_without_scanning() {
     let w = world();
     w.submit("demo", json!({})).await.expect("accepted");
-    w.submit("demo", json!({"reject": "no"})).await.expect("accepted");
+    w.submit("demo", json!({"reject": "no"}))
+        .await
+        .expect("accepted");
     w.submit("demo", json!({})).await.expect("accepted");
     w.work_once().await;
     w.work_once().await;
@@ -396,10 +598,18 @@ async fn a_long_poll_answers_at_once_on_a_change_and_after_the_wait_without_one(
     let w = world();
     let job = w.submit("demo", json!({})).await.expect("accepted").job;
     let etag = job.etag();
-    let at_once = w.app.wait_for_change(&owner(), job.id, Some("\"other\""), Duration::from_secs(5)).await.expect("status");
+    let at_once = w
+        .app
+        .wait_for_change(&owner(), job.id, Some("\"other\""), Duration::from_secs(5))
+        .await
+        .expect("status");
     assert_eq!(at_once.job.etag(), etag);
     let started = std::time::Instant::now();
-    let unchanged = w.app.wait_for_change(&owner(), job.id, Some(&etag), Duration::from_millis(300)).await.expect("status");
+    let unchanged = w
+        .app
+        .wait_for_change(&owner(), job.id, Some(&etag), Duration::from_millis(300))
+        .await
+        .expect("status");
     assert_eq!(unchanged.job.etag(), etag);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
