@@ -45,4 +45,4 @@ pub use report::{Deltas, Report};
 pub use service::{
     AcceptError, Accepted, Ackflow, Disposition, JobError, JobStatus, Submission, SweepReport,
 };
-pub use settings::Settings;
+pub use settings::{Settings, SettingsError};

@@ -91,9 +91,215 @@ impl Settings {
     }
 }
 
+/// The environment variables of the knobs, the same on every runtime and in `template.yaml`.
+pub mod env {
+    /// [`super::Settings::max_attempts`].
+    pub const MAX_ATTEMPTS: &str = "ACKFLOW_MAX_ATTEMPTS";
+    /// [`super::Settings::worker_timeout`], whole seconds.
+    pub const WORKER_TIMEOUT_SECS: &str = "ACKFLOW_WORKER_TIMEOUT_SECS";
+    /// [`super::Settings::lease_grace`], milliseconds.
+    pub const LEASE_GRACE_MS: &str = "ACKFLOW_LEASE_GRACE_MS";
+    /// [`super::Settings::visibility_timeout`], whole seconds.
+    pub const VISIBILITY_TIMEOUT_SECS: &str = "ACKFLOW_VISIBILITY_TIMEOUT_SECS";
+    /// [`super::Settings::backoff_base`], milliseconds.
+    pub const BACKOFF_BASE_MS: &str = "ACKFLOW_BACKOFF_BASE_MS";
+    /// [`super::Settings::backoff_max`], whole seconds.
+    pub const BACKOFF_MAX_SECS: &str = "ACKFLOW_BACKOFF_MAX_SECS";
+    /// [`super::Settings::job_deadline`], whole seconds.
+    pub const JOB_DEADLINE_SECS: &str = "ACKFLOW_JOB_DEADLINE_SECS";
+    /// [`super::Settings::sweep_period`], whole seconds.
+    pub const SWEEP_PERIOD_SECS: &str = "ACKFLOW_SWEEP_PERIOD_SECS";
+    /// [`super::Settings::resend_after`], whole seconds.
+    pub const RESEND_AFTER_SECS: &str = "ACKFLOW_RESEND_AFTER_SECS";
+    /// [`super::Settings::retention`], whole seconds.
+    pub const RETENTION_SECS: &str = "ACKFLOW_RETENTION_SECS";
+    /// [`super::Settings::body_limit`], bytes.
+    pub const BODY_LIMIT_BYTES: &str = "ACKFLOW_BODY_LIMIT_BYTES";
+    /// [`super::Settings::long_poll_cap`], whole seconds.
+    pub const LONG_POLL_CAP_SECS: &str = "ACKFLOW_LONG_POLL_CAP_SECS";
+
+    /// Every knob variable.
+    pub const ALL: [&str; 12] = [
+        MAX_ATTEMPTS,
+        WORKER_TIMEOUT_SECS,
+        LEASE_GRACE_MS,
+        VISIBILITY_TIMEOUT_SECS,
+        BACKOFF_BASE_MS,
+        BACKOFF_MAX_SECS,
+        JOB_DEADLINE_SECS,
+        SWEEP_PERIOD_SECS,
+        RESEND_AFTER_SECS,
+        RETENTION_SECS,
+        BODY_LIMIT_BYTES,
+        LONG_POLL_CAP_SECS,
+    ];
+}
+
+/// A knob whose value cannot work; the message names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+impl Settings {
+    /// Reads the knobs through `lookup` (the process environment: `|name| std::env::var(name).ok()`),
+    /// starting from `base` for what is not set, and checks that they fit together. Unset derived
+    /// knobs (visibility timeout, resend delay) follow the ones they derive from.
+    pub fn from_lookup(
+        base: Settings,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        fn number(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<u64>, SettingsError> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                    SettingsError(format!("{name} must be a whole number, not {v:?}"))
+                }),
+            }
+        }
+        let secs = |name| number(&lookup, name).map(|v| v.map(Duration::from_secs));
+        let millis = |name| number(&lookup, name).map(|v| v.map(Duration::from_millis));
+
+        let mut s = base;
+        if let Some(v) = number(&lookup, env::MAX_ATTEMPTS)? {
+            s.max_attempts = u32::try_from(v)
+                .map_err(|_| SettingsError(format!("{} is too large", env::MAX_ATTEMPTS)))?;
+        }
+        let worker_timeout = secs(env::WORKER_TIMEOUT_SECS)?;
+        if let Some(v) = worker_timeout {
+            s.worker_timeout = v;
+        }
+        if let Some(v) = millis(env::LEASE_GRACE_MS)? {
+            s.lease_grace = v;
+        }
+        let backoff_max = secs(env::BACKOFF_MAX_SECS)?;
+        if let Some(v) = backoff_max {
+            s.backoff_max = v;
+        }
+        match secs(env::VISIBILITY_TIMEOUT_SECS)? {
+            Some(v) => s.visibility_timeout = v,
+            None if worker_timeout.is_some() => {
+                s.visibility_timeout = s.worker_timeout + Duration::from_secs(10)
+            }
+            None => {}
+        }
+        if let Some(v) = millis(env::BACKOFF_BASE_MS)? {
+            s.backoff_base = v;
+        }
+        if let Some(v) = secs(env::JOB_DEADLINE_SECS)? {
+            s.job_deadline = v;
+        }
+        if let Some(v) = secs(env::SWEEP_PERIOD_SECS)? {
+            s.sweep_period = v;
+        }
+        match secs(env::RESEND_AFTER_SECS)? {
+            Some(v) => s.resend_after = v,
+            None if worker_timeout.is_some()
+                || backoff_max.is_some()
+                || lookup(env::VISIBILITY_TIMEOUT_SECS).is_some() =>
+            {
+                s.resend_after = s.visibility_timeout + s.backoff_max + Duration::from_secs(30);
+            }
+            None => {}
+        }
+        if let Some(v) = secs(env::RETENTION_SECS)? {
+            s.retention = v;
+        }
+        if let Some(v) = number(&lookup, env::BODY_LIMIT_BYTES)? {
+            s.body_limit = usize::try_from(v)
+                .map_err(|_| SettingsError(format!("{} is too large", env::BODY_LIMIT_BYTES)))?;
+        }
+        if let Some(v) = secs(env::LONG_POLL_CAP_SECS)? {
+            s.long_poll_cap = v;
+        }
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Checks that the knobs fit together.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let fail = |m: String| Err(SettingsError(m));
+        if self.max_attempts == 0 {
+            return fail(format!("{} must be at least 1", env::MAX_ATTEMPTS));
+        }
+        if self.worker_timeout.is_zero() {
+            return fail(format!("{} must be at least 1", env::WORKER_TIMEOUT_SECS));
+        }
+        if self.visibility_timeout < self.worker_timeout {
+            return fail(format!(
+                "{} must be at least {}, or messages come back while their attempt still runs",
+                env::VISIBILITY_TIMEOUT_SECS,
+                env::WORKER_TIMEOUT_SECS
+            ));
+        }
+        if self.backoff_base.is_zero() || self.backoff_base > self.backoff_max {
+            return fail(format!(
+                "{} must be positive and at most {}",
+                env::BACKOFF_BASE_MS,
+                env::BACKOFF_MAX_SECS
+            ));
+        }
+        if self.job_deadline <= self.lease() {
+            return fail(format!(
+                "{} must exceed the worker timeout plus the lease grace, or no attempt can start",
+                env::JOB_DEADLINE_SECS
+            ));
+        }
+        if self.sweep_period.is_zero() {
+            return fail(format!("{} must be at least 1", env::SWEEP_PERIOD_SECS));
+        }
+        if self.body_limit < 1024 {
+            return fail(format!("{} must be at least 1024", env::BODY_LIMIT_BYTES));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(Settings::default(), |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn no_variables_give_the_defaults() {
+        assert_eq!(from(&[]), Ok(Settings::default()));
+    }
+
+    #[test]
+    fn derived_knobs_follow_what_they_derive_from() {
+        let s = from(&[
+            (env::WORKER_TIMEOUT_SECS, "2"),
+            (env::BACKOFF_MAX_SECS, "1"),
+        ])
+        .expect("valid");
+        assert_eq!(s.visibility_timeout, Duration::from_secs(12));
+        assert_eq!(s.resend_after, Duration::from_secs(12 + 1 + 30));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        let e = from(&[(env::MAX_ATTEMPTS, "many")]).expect_err("refused");
+        assert!(e.0.contains(env::MAX_ATTEMPTS), "{e}");
+        let e = from(&[
+            (env::WORKER_TIMEOUT_SECS, "60"),
+            (env::VISIBILITY_TIMEOUT_SECS, "10"),
+        ])
+        .expect_err("refused");
+        assert!(e.0.contains(env::VISIBILITY_TIMEOUT_SECS), "{e}");
+        let e = from(&[(env::JOB_DEADLINE_SECS, "10")]).expect_err("refused");
+        assert!(e.0.contains(env::JOB_DEADLINE_SECS), "{e}");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

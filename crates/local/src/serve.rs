@@ -53,7 +53,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self { args, extra } = self;
-        let settings = args.knobs.settings()?;
+        let settings = args.settings()?;
         let owners: Arc<dyn OwnerResolver> = {
             let tokens = parse_tokens(&args.tokens)?;
             if tokens.is_empty() {
