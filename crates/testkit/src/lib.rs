@@ -166,18 +166,22 @@ pub struct OrderBookFixture<G = ()> {
 /// that runs all behaviours at once, each on its own fixture: with a real clock most of a
 /// behaviour is waiting, so this takes as long as the slowest one instead of their sum. A
 /// failure names the behaviour.
+///
+/// Attributes written before the fixture go on every generated test, so a suite that needs an
+/// outside service can be skipped by default:
+/// `queue_contract_tests!(#[ignore = "needs moto server"] together: fresh)`. The same holds for
+/// every macro of this crate.
 #[macro_export]
 macro_rules! queue_contract_tests {
-    (together: $fresh:path) => {
-        $crate::__queue_behaviours!(together $fresh);
+    ($(#[$attr:meta])* together: $fresh:path) => {
+        $crate::__queue_behaviours!(together [$(#[$attr])*] $fresh);
     };
-    ($fresh:path) => {
-        $crate::__queue_behaviours!(each $fresh);
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::__queue_behaviours!(each [$(#[$attr])*] $fresh);
     };
-    (@each $fresh:path; $($name:ident),+ $(,)?) => {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
+            $crate::__contract_test!($attrs $name {
                 let fixture = $fresh().await;
                 $crate::queue::$name(
                     &*fixture.queue,
@@ -186,12 +190,11 @@ macro_rules! queue_contract_tests {
                 )
                 .await;
                 drop(fixture);
-            }
+            });
         )+
     };
-    (@together $fresh:path; $($name:ident),+ $(,)?) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn every_queue_behaviour() {
+    (@together $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
+        $crate::__contract_test!($attrs every_queue_behaviour {
             let mut running = ::tokio::task::JoinSet::new();
             let mut names = ::std::collections::HashMap::new();
             $(
@@ -214,7 +217,19 @@ macro_rules! queue_contract_tests {
                 }
             }
             assert!(failed.is_empty(), "failed behaviours: {failed:?}");
-        }
+        });
+    };
+}
+
+/// One generated test: the attributes (a bracketed list, passed as one token tree so that it
+/// can be repeated for every behaviour), then `#[tokio::test]`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_test {
+    ([$(#[$attr:meta])*] $name:ident $body:block) => {
+        $(#[$attr])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() $body
     };
 }
 
@@ -222,8 +237,8 @@ macro_rules! queue_contract_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __queue_behaviours {
-    ($mode:ident $fresh:path) => {
-        $crate::queue_contract_tests!(@$mode $fresh;
+    ($mode:ident $attrs:tt $fresh:path) => {
+        $crate::queue_contract_tests!(@$mode $attrs $fresh;
             a_sent_message_is_received_with_its_body_and_attributes_then_deleted,
             a_received_message_is_invisible_until_its_visibility_timeout_then_returns_counted,
             change_visibility_postpones_a_message,
@@ -245,8 +260,8 @@ macro_rules! __queue_behaviours {
 /// [`store_purge_tests!`]), each on a fresh [`StoreFixture`] from the given `async fn`.
 #[macro_export]
 macro_rules! store_contract_tests {
-    ($fresh:path) => {
-        $crate::store_contract_tests!(@each $fresh;
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::store_contract_tests!(@each [$(#[$attr])*] $fresh;
             a_created_job_reads_back_with_its_input,
             another_owner_cannot_read_or_list_a_job,
             the_same_key_and_body_return_the_existing_job_and_write_nothing,
@@ -262,14 +277,13 @@ macro_rules! store_contract_tests {
             due_for_sweep_returns_only_open_jobs_whose_time_has_come,
         );
     };
-    (@each $fresh:path; $($name:ident),+ $(,)?) => {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
+            $crate::__contract_test!($attrs $name {
                 let fixture = $fresh().await;
                 $crate::store::$name(&*fixture.store, &*fixture.harness).await;
                 drop(fixture);
-            }
+            });
         )+
     };
 }
@@ -278,8 +292,8 @@ macro_rules! store_contract_tests {
 /// themselves (DynamoDB TTL) returns 0 from `purge_expired` and skips them.
 #[macro_export]
 macro_rules! store_purge_tests {
-    ($fresh:path) => {
-        $crate::store_contract_tests!(@each $fresh;
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::store_contract_tests!(@each [$(#[$attr])*] $fresh;
             purge_deletes_only_expired_terminal_jobs_and_frees_their_key,
             purge_takes_at_most_its_limit,
         );
@@ -290,8 +304,8 @@ macro_rules! store_purge_tests {
 /// [`OrderBookFixture`] from the given `async fn`.
 #[macro_export]
 macro_rules! order_book_contract_tests {
-    ($fresh:path) => {
-        $crate::order_book_contract_tests!(@each $fresh;
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::order_book_contract_tests!(@each [$(#[$attr])*] $fresh;
             a_reservation_takes_its_quantities_from_stock,
             a_reservation_is_all_or_nothing_when_one_line_is_short,
             an_unknown_sku_is_refused_and_changes_nothing,
@@ -301,14 +315,13 @@ macro_rules! order_book_contract_tests {
             confirming_an_order_again_changes_nothing,
         );
     };
-    (@each $fresh:path; $($name:ident),+ $(,)?) => {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
+            $crate::__contract_test!($attrs $name {
                 let fixture = $fresh().await;
                 $crate::orders::$name(::std::sync::Arc::clone(&fixture.book)).await;
                 drop(fixture);
-            }
+            });
         )+
     };
 }
