@@ -1,0 +1,26 @@
+//! # ackflow-lambda
+//!
+//! The glue between AWS Lambda and ackflow's core: every function binary under `functions/` is a
+//! screenful that calls into this crate. No behaviour of ackflow is written here — jobs,
+//! dispositions, problems and routes are the core's and `ackflow-http`'s, exactly as under
+//! `ackflow serve`; this crate only adapts Lambda's events to them.
+//!
+//! # Layout
+//!
+//! - [`sqs`]: the SQS batch lifter of the `worker` function — per-record decoding into
+//!   [`ackflow_core::Delivery`], bounded concurrency, panics caught per record, the invocation
+//!   deadline watched, the partial batch response.
+//! - [`owner`]: [`JwtOwners`], the [`ackflow_http::OwnerResolver`] reading the JWT `sub` claim
+//!   that API Gateway's authorizer verified.
+//! - [`telemetry`]: JSON logs for CloudWatch.
+
+pub mod owner;
+pub mod sqs;
+pub mod telemetry;
+
+pub use owner::JwtOwners;
+pub use sqs::{
+    delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
+    RecordOutcome,
+};
+pub use telemetry::init_logs;

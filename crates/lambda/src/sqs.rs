@@ -1,0 +1,355 @@
+//! The SQS batch lifter: one Lambda invocation of the `worker` function gets a batch of SQS
+//! records from the event source mapping and answers which of them failed
+//! ([`SqsBatchResponse`], "ReportBatchItemFailures"); the mapping deletes the others.
+//!
+//! The per-record work ([`process_record`]) is apart from the lifter ([`process_batch`]) that
+//! turns outcomes into the batch response, and each part is tested on its own.
+//!
+//! # Decisions
+//!
+//! - **Each record is decoded on its own** ([`delivery_from_record`]): the event is read as a
+//!   list of JSON values, so one malformed record never makes the whole event unreadable.
+//! - **Dispositions** ([`Disposition`], decided by the core): `Delete` → success (the mapping
+//!   deletes the message); `RetryAfter(d)` → the message's visibility is set to `d`, then it is
+//!   reported as a failure, so it comes back after the backoff and not after the queue's
+//!   visibility timeout; `DeadLetter` → the message is copied to the dead-letter queue, then it
+//!   is a success (if the copy fails, a failure: the message comes back and is tried again).
+//! - **A panic** anywhere in a record's handling fails that record only.
+//! - **A record without a message id** cannot be reported on its own: SQS treats an unknown or
+//!   empty `itemIdentifier` as the failure of the whole batch, and so does this lifter, openly —
+//!   the identifiable records are processed first, then the invocation returns an error
+//!   ([`BatchError::Unidentifiable`]), so every message of the batch comes back. The records
+//!   already handled are harmless duplicates then (every job write is fenced). SQS itself never
+//!   sends such a record; it would take a hand-made or corrupted event.
+//! - **A record that is not an SQS message** (but has an id) is reported as a failure; if it
+//!   never becomes readable, the queue's redrive policy moves it to the dead-letter queue.
+//! - **The invocation deadline** ([`Context::deadline`]): a record is started only while at
+//!   least `worker_timeout + margin` remains, so that an attempt is never cut off by the end of
+//!   the invocation. Records not started are made visible again at once (visibility 0) and
+//!   reported as failures, so another invocation takes them without waiting for the visibility
+//!   timeout. A deadline of 0 ([`Context::default`], as in tests) means "unknown": no limit.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use ackflow_core::service::error_chain;
+use ackflow_core::{Ackflow, Delivery, Disposition, Receipt, Timestamp};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use futures_util::{FutureExt as _, StreamExt as _};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::Value;
+use tracing::{error, info, warn, Instrument as _};
+
+/// How a batch is worked through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Records handled at once (at least 1).
+    pub concurrency: usize,
+    /// Time kept in reserve beyond the worker timeout when deciding whether a record may still
+    /// start: it covers the store reads and writes around the attempt and the batch response.
+    pub margin: Duration,
+}
+
+impl BatchOptions {
+    /// The default concurrency: SQS's largest batch without a batching window, so a normal
+    /// batch runs all at once.
+    pub const DEFAULT_CONCURRENCY: usize = 10;
+    /// The default margin.
+    pub const DEFAULT_MARGIN: Duration = Duration::from_secs(2);
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            margin: Self::DEFAULT_MARGIN,
+        }
+    }
+}
+
+/// Why a record could not become a [`Delivery`].
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// No `messageId`: the record cannot be named in a batch response.
+    #[error("the record has no message id")]
+    NoMessageId,
+    /// No `receiptHandle`: the message could not be delayed or dead-lettered.
+    #[error("record {message_id} has no receipt handle")]
+    NoReceiptHandle {
+        /// The record's message id.
+        message_id: String,
+    },
+    /// The record is not shaped like an SQS message.
+    #[error("record {message_id} is not an SQS message")]
+    Malformed {
+        /// The record's message id.
+        message_id: String,
+        /// What did not fit.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl RecordError {
+    /// The message id, when the record has one.
+    pub fn message_id(&self) -> Option<&str> {
+        match self {
+            Self::NoMessageId => None,
+            Self::NoReceiptHandle { message_id } | Self::Malformed { message_id, .. } => {
+                Some(message_id)
+            }
+        }
+    }
+}
+
+/// Why a whole invocation failed (the event source mapping then returns every message of the
+/// batch to the queue).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The event is not an SQS event (no `Records` list).
+    #[error("the event is not an SQS event")]
+    NotAnSqsEvent(#[source] serde_json::Error),
+    /// Some records had no message id and so could not be reported on their own.
+    #[error("{count} record(s) without a message id; failing the whole batch")]
+    Unidentifiable {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl From<BatchError> for Diagnostic {
+    fn from(error: BatchError) -> Self {
+        Diagnostic {
+            error_type: match error {
+                BatchError::NotAnSqsEvent(_) => "ackflow.NotAnSqsEvent",
+                BatchError::Unidentifiable { .. } => "ackflow.UnidentifiableRecords",
+            }
+            .to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Reads one record of an SQS event into a [`Delivery`]: message id, receipt handle, body,
+/// string message attributes (binary ones are skipped: ackflow sends none) and
+/// `ApproximateReceiveCount` from the system attributes (1 when missing or unreadable: it only
+/// informs logs, the job's attempts are counted by the store). A missing body reads as empty,
+/// which the core treats as an unreadable (poison) message.
+pub fn delivery_from_record(record: Value) -> Result<Delivery, RecordError> {
+    let message_id = record
+        .get("messageId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .ok_or(RecordError::NoMessageId)?;
+    let message: SqsMessage =
+        serde_json::from_value(record).map_err(|source| RecordError::Malformed {
+            message_id: message_id.clone(),
+            source,
+        })?;
+    let receipt = message
+        .receipt_handle
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| RecordError::NoReceiptHandle {
+            message_id: message_id.clone(),
+        })?;
+    let attributes: BTreeMap<String, String> = message
+        .message_attributes
+        .into_iter()
+        .filter_map(|(name, attribute)| attribute.string_value.map(|value| (name, value)))
+        .collect();
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    Ok(Delivery {
+        message_id,
+        receipt: Receipt(receipt),
+        body: message.body.unwrap_or_default(),
+        attributes,
+        receive_count,
+    })
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Done with it: the event source mapping deletes the message.
+    Done,
+    /// Report it as a batch item failure: the message comes back.
+    Failed,
+}
+
+/// Handles one delivery with [`Ackflow::handle`] and carries out the disposition (see the
+/// module's decisions). Never panics: a panic anywhere in here fails this record only.
+pub async fn process_record(app: &Ackflow, delivery: &Delivery) -> RecordOutcome {
+    let work = async {
+        match app.handle(delivery).await {
+            Disposition::Delete => RecordOutcome::Done,
+            Disposition::RetryAfter(delay) => {
+                if let Err(e) = app
+                    .queue()
+                    .change_visibility(&delivery.receipt, delay)
+                    .await
+                {
+                    // It still comes back, only after the queue's visibility timeout.
+                    warn!(error = %error_chain(&e), "could not delay the message; it returns after the visibility timeout");
+                }
+                RecordOutcome::Failed
+            }
+            Disposition::DeadLetter => match app.queue().dead_letter(delivery).await {
+                Ok(()) => RecordOutcome::Done,
+                Err(e) => {
+                    error!(error = %error_chain(&e), "could not dead-letter the message; it will come back");
+                    RecordOutcome::Failed
+                }
+            },
+        }
+    };
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            error!(
+                panic = panic_message(panic.as_ref()),
+                "handling the record panicked; it will come back"
+            );
+            RecordOutcome::Failed
+        }
+    }
+}
+
+/// What happened to one record of a batch, for the response and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    Outcome(String, RecordOutcome),
+    /// Not started: too little time was left.
+    Unstarted(String),
+    /// Not readable as an SQS message, but named.
+    Unreadable(String),
+    /// Not named: fails the whole batch.
+    Unidentifiable,
+}
+
+/// The lifter: handles every record of an SQS event (at most `options.concurrency` at once,
+/// none started too close to the invocation's deadline) and answers the failed ones as batch
+/// item failures. Fails as a whole only when the event is not an SQS event or a record has no
+/// message id (see the module's decisions).
+pub async fn process_batch(
+    app: &Ackflow,
+    event: LambdaEvent<Value>,
+    options: &BatchOptions,
+) -> Result<SqsBatchResponse, BatchError> {
+    #[derive(serde::Deserialize)]
+    struct Records {
+        #[serde(rename = "Records")]
+        records: Vec<Value>,
+    }
+    let LambdaEvent { payload, context } = event;
+    let Records { records } = serde_json::from_value(payload).map_err(BatchError::NotAnSqsEvent)?;
+    let deadline = (context.deadline > 0)
+        .then(|| i64::try_from(context.deadline).ok())
+        .flatten()
+        .map(Timestamp::from_millis);
+    let needed = app.settings().worker_timeout + options.margin;
+    let total = records.len();
+
+    let settled: Vec<Settled> = futures_util::stream::iter(records)
+        .map(|record| async move {
+            let delivery = match delivery_from_record(record) {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    return match e.message_id() {
+                        Some(id) => {
+                            error!(message_id = id, error = %error_chain(&e), "unreadable SQS record");
+                            Settled::Unreadable(id.to_owned())
+                        }
+                        None => {
+                            error!(error = %e, "SQS record without a message id");
+                            Settled::Unidentifiable
+                        }
+                    };
+                }
+            };
+            let span = tracing::info_span!(
+                "record",
+                message_id = %delivery.message_id,
+                receive_count = delivery.receive_count
+            );
+            async {
+                if let Some(deadline) = deadline {
+                    let left = deadline.since(app.clock().now());
+                    if left < needed {
+                        if let Err(e) = app
+                            .queue()
+                            .change_visibility(&delivery.receipt, Duration::ZERO)
+                            .await
+                        {
+                            warn!(error = %error_chain(&e), "could not return the unstarted message at once");
+                        }
+                        return Settled::Unstarted(delivery.message_id.clone());
+                    }
+                }
+                let outcome = process_record(app, &delivery).await;
+                Settled::Outcome(delivery.message_id.clone(), outcome)
+            }
+            .instrument(span)
+            .await
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut response = SqsBatchResponse::default();
+    let (mut unstarted, mut unreadable, mut unidentifiable, mut failed) = (0, 0, 0, 0);
+    for settled in settled {
+        let id = match settled {
+            Settled::Outcome(_, RecordOutcome::Done) => continue,
+            Settled::Outcome(id, RecordOutcome::Failed) => {
+                failed += 1;
+                id
+            }
+            Settled::Unstarted(id) => {
+                unstarted += 1;
+                id
+            }
+            Settled::Unreadable(id) => {
+                unreadable += 1;
+                id
+            }
+            Settled::Unidentifiable => {
+                unidentifiable += 1;
+                continue;
+            }
+        };
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    if unstarted > 0 {
+        warn!(
+            unstarted,
+            ?needed,
+            "records left unstarted near the invocation deadline; the function timeout must exceed the worker timeout plus the margin"
+        );
+    }
+    info!(
+        records = total,
+        failed, unstarted, unreadable, unidentifiable, "batch done"
+    );
+    if unidentifiable > 0 {
+        return Err(BatchError::Unidentifiable {
+            count: unidentifiable,
+        });
+    }
+    Ok(response)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
