@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
     /// `normal`: a commit survives a crash of the process (kill -9); `full`: also a power loss (fsync per commit).
-    #[arg(long, env = "ACKFLOW_DURABILITY", default_value = "normal", value_parser = parse_durability)]
+    #[arg(long, env = "ACKFLOW_DURABILITY", default_value = "normal")]
     pub durability: Durability,
     /// Serve the `demo` kind (on by default on one machine).
     #[arg(long, env = "ACKFLOW_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
@@ -49,14 +49,6 @@ impl ServeArgs {
     /// by the same code on every runtime.
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         Settings::from_lookup(Settings::default(), |name| std::env::var(name).ok())
-    }
-}
-
-fn parse_durability(s: &str) -> Result<Durability, String> {
-    match s {
-        "normal" => Ok(Durability::Normal),
-        "full" => Ok(Durability::Full),
-        _ => Err("expected 'normal' or 'full'".into()),
     }
 }
 
