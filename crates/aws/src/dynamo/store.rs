@@ -1,0 +1,705 @@
+//! [`JobStore`] on DynamoDB. The items and indexes are described in [`super`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_core::report::Deltas;
+use ackflow_core::{
+    async_trait, Created, Cursor, Figures, IdempotencyKey, IdempotencyRecord, Job, JobId, JobState,
+    JobStore, ListQuery, Owner, Page, PortError, Timestamp, WriteError,
+};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
+use serde_json::Value;
+
+use super::{
+    failed_at, get_item, job_pk, json_of, key, n, non_empty, number_attr, order_key, owner_pk,
+    parse_order_key, s, string_attr, time_key, transact, Item, TxError, LIST_INDEX, LIST_PK,
+    LIST_SK, OPEN_INDEX, OPEN_PK, OPEN_SK, PK, SK, SWEEP_INDEX, SWEEP_PK, SWEEP_SHARDS, SWEEP_SK,
+    TTL,
+};
+use crate::error::{build_failed, classify, unexpected};
+
+const HEADER: &str = "JOB";
+const INPUT: &str = "INPUT";
+const RESULT: &str = "RESULT";
+const GAUGES: &str = "GAUGES";
+/// Counter attributes are prefixed, so no counter name can collide with `PK`, `hour` or `ttl`.
+const COUNTER_PREFIX: &str = "c:";
+/// Hour items of the counters expire this long after their hour: far longer than any report
+/// window (a day by default), and the table does not grow without end.
+const COUNTER_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+/// The largest page a listing returns, whatever it is asked (the use case asks for at most 100).
+const MAX_PAGE: usize = 1000;
+/// How many queries one listing may make. DynamoDB applies `Limit` before the filter, so a
+/// selective filter over many jobs could otherwise read on and on; past this the page ends
+/// early, with a cursor where the reading stopped.
+const LIST_ROUNDS: usize = 10;
+
+/// The job store of the AWS runtime: one DynamoDB table (see [`super`] for its layout).
+///
+/// `create` and `update` are single `TransactWriteItems` calls: the header (conditional on
+/// `attribute_not_exists` when new and on `revision` when changed), the input or result, the
+/// Idempotency-Key, and the aggregates (gauges and the hour's counters, with `ADD`), all or
+/// nothing. Reads of a job are consistent.
+#[derive(Debug, Clone)]
+pub struct DynamoJobStore {
+    client: Client,
+    table: Arc<str>,
+}
+
+impl DynamoJobStore {
+    /// The store in `table`.
+    pub fn new(client: Client, table: String) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn transact_item_put(
+        &self,
+        what: &'static str,
+        item: Item,
+        condition: Option<Condition>,
+    ) -> Result<TransactWriteItem, PortError> {
+        let mut put = Put::builder().table_name(&*self.table).set_item(Some(item));
+        if let Some(c) = condition {
+            put = put
+                .condition_expression(c.expression)
+                .set_expression_attribute_names(non_empty(c.names))
+                .set_expression_attribute_values(non_empty(c.values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+        }
+        let put = put.build().map_err(|e| build_failed(what, e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn transact_item_update(
+        &self,
+        what: &'static str,
+        key: Item,
+        expression: String,
+        condition: Option<&str>,
+        names: BTreeMap<String, String>,
+        values: BTreeMap<String, AttributeValue>,
+    ) -> Result<TransactWriteItem, PortError> {
+        let update = Update::builder()
+            .table_name(&*self.table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_names(non_empty(names.into_iter().collect()))
+            .set_expression_attribute_values(non_empty(values.into_iter().collect()))
+            .build()
+            .map_err(|e| build_failed(what, e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// The writes that apply `deltas` to `owner`'s gauges and hour counters (none when empty).
+    fn aggregate_writes(
+        &self,
+        what: &'static str,
+        owner: &Owner,
+        deltas: &Deltas,
+    ) -> Result<Vec<TransactWriteItem>, PortError> {
+        let mut writes = Vec::new();
+        // One ADD per attribute: DynamoDB refuses an expression that names one twice.
+        let mut gauges: BTreeMap<JobState, i64> = BTreeMap::new();
+        for (state, delta) in &deltas.gauges {
+            *gauges.entry(*state).or_default() += delta;
+        }
+        gauges.retain(|_, delta| *delta != 0);
+        if !gauges.is_empty() {
+            let (mut adds, mut names, mut values) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+            for (i, (state, delta)) in gauges.iter().enumerate() {
+                adds.push(format!("#g{i} :g{i}"));
+                names.insert(format!("#g{i}"), state.as_str().to_owned());
+                values.insert(format!(":g{i}"), n(delta));
+            }
+            writes.push(self.transact_item_update(
+                what,
+                key(owner_pk(owner), GAUGES),
+                format!("ADD {}", adds.join(", ")),
+                None,
+                names,
+                values,
+            )?);
+        }
+        let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
+        for (name, delta) in &deltas.counters {
+            *counters.entry(name.as_str()).or_default() += delta;
+        }
+        counters.retain(|_, delta| *delta != 0);
+        if !counters.is_empty() {
+            let (mut adds, mut names, mut values) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+            for (i, (name, delta)) in counters.iter().enumerate() {
+                adds.push(format!("#c{i} :c{i}"));
+                names.insert(format!("#c{i}"), format!("{COUNTER_PREFIX}{name}"));
+                values.insert(format!(":c{i}"), n(delta));
+            }
+            names.insert("#hour".into(), "hour".into());
+            names.insert("#ttl".into(), TTL.into());
+            values.insert(":hour".into(), n(deltas.hour.as_millis()));
+            values.insert(
+                ":ttl".into(),
+                n(deltas.hour.plus(COUNTER_RETENTION).as_secs()),
+            );
+            writes.push(self.transact_item_update(
+                what,
+                key(owner_pk(owner), &hour_sk(deltas.hour)),
+                format!("ADD {} SET #hour = :hour, #ttl = :ttl", adds.join(", ")),
+                None,
+                names,
+                values,
+            )?);
+        }
+        Ok(writes)
+    }
+
+    /// The job an Idempotency-Key record names, and whether its body hash is `body_hash`.
+    async fn existing(
+        &self,
+        what: &'static str,
+        owner: &Owner,
+        key_item: Option<Item>,
+        key: &IdempotencyRecord,
+    ) -> Result<Created, PortError> {
+        let key_item = match key_item {
+            Some(item) => Some(item),
+            None => {
+                get_item(
+                    &self.client,
+                    &self.table,
+                    what,
+                    super::key(owner_pk(owner), &key_sk(&key.key)),
+                )
+                .await?
+            }
+        };
+        let Some(key_item) = key_item else {
+            // It expired and was deleted between the write and this read: a retry succeeds.
+            return Err(PortError::unavailable(
+                what,
+                unexpected(what, "the Idempotency-Key record vanished while read"),
+            ));
+        };
+        let job_id: JobId = string_attr(&key_item, "job_id")
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| unexpected(what, "an Idempotency-Key record without a job id"))?;
+        let same_body = string_attr(&key_item, "body_hash") == Some(key.body_hash.as_str());
+        let Some(job) = self.get(owner, job_id).await? else {
+            return Err(unexpected(
+                what,
+                format!("the Idempotency-Key of {owner} names the missing job {job_id}"),
+            ));
+        };
+        Ok(Created::Existing {
+            job: Box::new(job),
+            same_body,
+        })
+    }
+
+    async fn read_json(
+        &self,
+        what: &'static str,
+        owner: &Owner,
+        id: JobId,
+        sk: &str,
+    ) -> Result<Option<Value>, PortError> {
+        let item = get_item(&self.client, &self.table, what, key(job_pk(id), sk)).await?;
+        match item {
+            Some(item) if string_attr(&item, "owner") == Some(owner.as_str()) => {
+                json_of(&item, what).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every job of one shard of the sweep index due at `now`, at most `limit`, earliest first.
+    async fn due_in_shard(
+        &self,
+        shard: u8,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Job>, PortError> {
+        const WHAT: &str = "find jobs due for a sweep";
+        let mut jobs = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .index_name(SWEEP_INDEX)
+                .key_condition_expression("#pk = :pk AND #sk <= :now")
+                .expression_attribute_names("#pk", SWEEP_PK)
+                .expression_attribute_names("#sk", SWEEP_SK)
+                .expression_attribute_values(":pk", s(sweep_pk(shard)))
+                .expression_attribute_values(":now", n(now.as_millis()))
+                .limit(page_limit(limit - jobs.len()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(WHAT, e))?;
+            for item in out.items.unwrap_or_default() {
+                jobs.push(read_job(item, WHAT)?);
+            }
+            start = out.last_evaluated_key;
+            if jobs.len() >= limit || start.is_none() {
+                return Ok(jobs);
+            }
+        }
+    }
+}
+
+/// A condition of a `Put`.
+struct Condition {
+    expression: &'static str,
+    names: std::collections::HashMap<String, String>,
+    values: std::collections::HashMap<String, AttributeValue>,
+}
+
+impl Condition {
+    /// The item must not exist yet.
+    fn absent() -> Self {
+        Self {
+            expression: "attribute_not_exists(#pk)",
+            names: [("#pk".to_owned(), PK.to_owned())].into(),
+            values: Default::default(),
+        }
+    }
+}
+
+fn page_limit(n: usize) -> i32 {
+    i32::try_from(n.clamp(1, MAX_PAGE)).unwrap_or(1)
+}
+
+fn hour_sk(hour: Timestamp) -> String {
+    format!("HOUR#{}", time_key(hour))
+}
+
+fn key_sk(key: &IdempotencyKey) -> String {
+    format!("KEY#{key}")
+}
+
+fn sweep_pk(shard: u8) -> String {
+    format!("SWEEP#{shard}")
+}
+
+/// The sweep shard of a job: from its random id, so jobs spread evenly.
+fn sweep_shard(id: JobId) -> u8 {
+    id.as_uuid().as_bytes()[15] % SWEEP_SHARDS
+}
+
+/// When the items of a job may expire: once it is terminal, at its `expires_at`.
+fn ttl_of(job: &Job) -> Option<i64> {
+    job.expires_at
+        .filter(|_| job.state.is_terminal())
+        .map(Timestamp::as_secs)
+}
+
+/// The header item of `job`. The store, not the caller, decides that only open jobs are in the
+/// sparse indexes and only terminal ones expire, so a wrong header cannot hide a job from the
+/// sweeper or expire an open one.
+fn header_item(job: &Job, what: &'static str) -> Result<Item, PortError> {
+    let mut item: Item = to_item(job).map_err(|e| PortError::failed(what, e))?;
+    let position = order_key(job.submitted_at, job.id);
+    item.insert(PK.into(), s(job_pk(job.id)));
+    item.insert(SK.into(), s(HEADER));
+    item.insert(LIST_PK.into(), s(owner_pk(&job.owner)));
+    item.insert(LIST_SK.into(), s(position.clone()));
+    if !job.state.is_terminal() {
+        if let Some(at) = job.sweep_at {
+            item.insert(SWEEP_PK.into(), s(sweep_pk(sweep_shard(job.id))));
+            item.insert(SWEEP_SK.into(), n(at.as_millis()));
+        }
+        item.insert(OPEN_PK.into(), s(owner_pk(&job.owner)));
+        item.insert(OPEN_SK.into(), s(position));
+    }
+    if let Some(ttl) = ttl_of(job) {
+        item.insert(TTL.into(), n(ttl));
+    }
+    Ok(item)
+}
+
+/// The input or result item of a job.
+fn json_item(job: &Job, sk: &str, value: &Value, what: &'static str) -> Result<Item, PortError> {
+    let mut item = key(job_pk(job.id), sk);
+    item.insert("owner".into(), s(job.owner.as_str()));
+    item.insert(
+        "json".into(),
+        s(serde_json::to_string(value).map_err(|e| PortError::failed(what, e))?),
+    );
+    if let Some(ttl) = ttl_of(job) {
+        item.insert(TTL.into(), n(ttl));
+    }
+    Ok(item)
+}
+
+fn read_job(item: Item, what: &'static str) -> Result<Job, PortError> {
+    from_item(item).map_err(|e| PortError::failed(what, e))
+}
+
+#[async_trait]
+impl JobStore for DynamoJobStore {
+    async fn create(
+        &self,
+        job: &Job,
+        input: &Value,
+        key: Option<&IdempotencyRecord>,
+    ) -> Result<Created, PortError> {
+        const WHAT: &str = "create a job";
+        let mut items = vec![
+            self.transact_item_put(WHAT, header_item(job, WHAT)?, Some(Condition::absent()))?,
+            self.transact_item_put(
+                WHAT,
+                json_item(job, INPUT, input, WHAT)?,
+                Some(Condition::absent()),
+            )?,
+        ];
+        let key_index = items.len();
+        if let Some(record) = key {
+            let mut item = super::key(owner_pk(&job.owner), &key_sk(&record.key));
+            item.insert("job_id".into(), s(job.id.to_string()));
+            item.insert("body_hash".into(), s(record.body_hash.as_str()));
+            if let Some(ttl) = ttl_of(job) {
+                item.insert(TTL.into(), n(ttl));
+            }
+            // A key whose job has expired is free again, even before DynamoDB deletes it.
+            let condition = Condition {
+                expression: "attribute_not_exists(#pk) OR #ttl < :now",
+                names: [("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())].into(),
+                values: [(":now".into(), n(job.submitted_at.as_secs()))].into(),
+            };
+            items.push(self.transact_item_put(WHAT, item, Some(condition))?);
+        }
+        items.extend(self.aggregate_writes(WHAT, &job.owner, &Deltas::created(job))?);
+
+        match transact(&self.client, WHAT, items).await {
+            Ok(()) => Ok(Created::New),
+            Err(TxError::Cancelled(reasons)) => match key {
+                Some(record) if failed_at(&reasons, key_index) => {
+                    let old = reasons.get(key_index).and_then(|r| r.item().cloned());
+                    self.existing(WHAT, &job.owner, old, record).await
+                }
+                _ => Err(unexpected(
+                    WHAT,
+                    format!("the id of the new job {} is taken", job.id),
+                )),
+            },
+            Err(TxError::Port(e)) => Err(e),
+        }
+    }
+
+    async fn get(&self, owner: &Owner, id: JobId) -> Result<Option<Job>, PortError> {
+        const WHAT: &str = "read a job";
+        let Some(item) = get_item(&self.client, &self.table, WHAT, key(job_pk(id), HEADER)).await?
+        else {
+            return Ok(None);
+        };
+        let job = read_job(item, WHAT)?;
+        Ok((job.owner == *owner).then_some(job))
+    }
+
+    async fn input(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
+        self.read_json("read a job's input", owner, id, INPUT).await
+    }
+
+    async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
+        self.read_json("read a job's result", owner, id, RESULT)
+            .await
+    }
+
+    async fn update(
+        &self,
+        before: &Job,
+        after: &Job,
+        result: Option<&Value>,
+        deltas: &Deltas,
+    ) -> Result<(), WriteError> {
+        const WHAT: &str = "update a job";
+        if before.id != after.id || before.owner != after.owner || before.kind != after.kind {
+            return Err(unexpected(
+                WHAT,
+                format!(
+                    "an update cannot change a job's id, owner or kind (job {})",
+                    before.id
+                ),
+            )
+            .into());
+        }
+        let fence = Condition {
+            expression: "#revision = :revision AND #owner = :owner",
+            names: [
+                ("#revision".into(), "revision".into()),
+                ("#owner".into(), "owner".into()),
+            ]
+            .into(),
+            values: [
+                (":revision".into(), n(before.revision)),
+                (":owner".into(), s(before.owner.as_str())),
+            ]
+            .into(),
+        };
+        let mut items =
+            vec![self.transact_item_put(WHAT, header_item(after, WHAT)?, Some(fence))?];
+        if let Some(result) = result {
+            // Fencing on the revision means only the one write that made the job succeed
+            // gets here.
+            items.push(self.transact_item_put(
+                WHAT,
+                json_item(after, RESULT, result, WHAT)?,
+                None,
+            )?);
+        }
+        let ttl = ttl_of(after);
+        if ttl != ttl_of(before) {
+            // The job became terminal (its records start to expire) or was reopened (they
+            // stop). The conditions refuse to create a record that is gone (expired) or to
+            // touch a key that another job now holds.
+            let (expression, mut values) = match ttl {
+                Some(ttl) => ("SET #ttl = :ttl", BTreeMap::from([(":ttl".into(), n(ttl))])),
+                None => ("REMOVE #ttl", BTreeMap::new()),
+            };
+            let names = BTreeMap::from([("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())]);
+            items.push(self.transact_item_update(
+                WHAT,
+                key(job_pk(after.id), INPUT),
+                expression.to_owned(),
+                Some("attribute_exists(#pk)"),
+                names.clone(),
+                values.clone(),
+            )?);
+            if let Some(k) = &after.idempotency_key {
+                let mut names = names;
+                names.insert("#job".into(), "job_id".into());
+                values.insert(":job".into(), s(after.id.to_string()));
+                items.push(self.transact_item_update(
+                    WHAT,
+                    key(owner_pk(&after.owner), &key_sk(k)),
+                    expression.to_owned(),
+                    Some("attribute_exists(#pk) AND #job = :job"),
+                    names,
+                    values,
+                )?);
+            }
+        }
+        items.extend(self.aggregate_writes(WHAT, &after.owner, deltas)?);
+
+        match transact(&self.client, WHAT, items).await {
+            Ok(()) => Ok(()),
+            Err(TxError::Cancelled(reasons)) if failed_at(&reasons, 0) => Err(WriteError::Conflict),
+            Err(TxError::Cancelled(_)) => Err(unexpected(
+                WHAT,
+                format!(
+                    "the input or Idempotency-Key record of job {} is gone (expired)",
+                    after.id
+                ),
+            )
+            .into()),
+            Err(TxError::Port(e)) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, PortError> {
+        const WHAT: &str = "list jobs";
+        // A page of zero would have no last job to continue from.
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut key_condition = String::from("#pk = :pk");
+        let mut names = vec![("#pk", LIST_PK)];
+        let mut values = vec![(":pk", s(owner_pk(owner)))];
+        if let Some(after) = &query.after {
+            key_condition.push_str(" AND #sk < :after");
+            names.push(("#sk", LIST_SK));
+            values.push((":after", s(order_key(after.submitted_at, after.id))));
+        }
+        let mut filters = Vec::new();
+        if let Some(state) = query.state {
+            filters.push("#state = :state");
+            names.push(("#state", "state"));
+            values.push((":state", s(state.as_str())));
+        }
+        if let Some(kind) = &query.kind {
+            filters.push("#kind = :kind");
+            names.push(("#kind", "kind"));
+            values.push((":kind", s(kind.as_str())));
+        }
+        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+
+        let mut jobs = Vec::with_capacity(limit + 1);
+        let mut start = None;
+        for _ in 0..LIST_ROUNDS {
+            // One job more than the page: whether it exists says whether there is a next page.
+            let want = limit + 1 - jobs.len();
+            // A filter drops some of what is read, so read more per round when filtering.
+            let read = if filter.is_some() { want * 4 } else { want };
+            let out = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .index_name(LIST_INDEX)
+                .key_condition_expression(&key_condition)
+                .set_filter_expression(filter.clone())
+                .set_expression_attribute_names(Some(
+                    names
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ))
+                .set_expression_attribute_values(Some(
+                    values
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect(),
+                ))
+                .scan_index_forward(false)
+                .limit(page_limit(read))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(WHAT, e))?;
+            for item in out.items.unwrap_or_default() {
+                jobs.push(read_job(item, WHAT)?);
+            }
+            start = out.last_evaluated_key;
+            if jobs.len() > limit || start.is_none() {
+                break;
+            }
+        }
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(Cursor::of)
+        } else if let Some(stopped) = start {
+            // The rounds ran out before the page filled: continue where the reading stopped.
+            let (submitted_at, id) = string_attr(&stopped, LIST_SK)
+                .and_then(parse_order_key)
+                .ok_or_else(|| unexpected(WHAT, "a listing position without a sort key"))?;
+            Some(Cursor { submitted_at, id })
+        } else {
+            None
+        };
+        Ok(Page { jobs, next })
+    }
+
+    async fn figures(&self, owner: &Owner, since: Timestamp) -> Result<Figures, PortError> {
+        const WHAT: &str = "read the report's figures";
+        let gauges = async {
+            let item = get_item(
+                &self.client,
+                &self.table,
+                WHAT,
+                key(owner_pk(owner), GAUGES),
+            )
+            .await?
+            .unwrap_or_default();
+            let mut gauges = BTreeMap::new();
+            for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+                let count = number_attr(&item, state.as_str()).unwrap_or(0);
+                gauges.insert(state, u64::try_from(count).unwrap_or(0));
+            }
+            Ok::<_, PortError>(gauges)
+        };
+        let counters = async {
+            let mut counters: BTreeMap<String, u64> = BTreeMap::new();
+            let mut start = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&*self.table)
+                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":pk", s(owner_pk(owner)))
+                    .expression_attribute_values(":from", s(hour_sk(Deltas::hour_of(since))))
+                    .expression_attribute_values(
+                        ":to",
+                        s(hour_sk(Timestamp::from_millis(i64::MAX))),
+                    )
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| classify(WHAT, e))?;
+                for item in out.items.unwrap_or_default() {
+                    for (name, value) in item {
+                        let (Some(counter), AttributeValue::N(count)) =
+                            (name.strip_prefix(COUNTER_PREFIX), value)
+                        else {
+                            continue;
+                        };
+                        let count = count.parse::<u64>().unwrap_or(0);
+                        *counters.entry(counter.to_owned()).or_default() += count;
+                    }
+                }
+                start = out.last_evaluated_key;
+                if start.is_none() {
+                    return Ok::<_, PortError>(counters);
+                }
+            }
+        };
+        let oldest = async {
+            let out = self
+                .client
+                .query()
+                .table_name(&*self.table)
+                .index_name(OPEN_INDEX)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", OPEN_PK)
+                .expression_attribute_values(":pk", s(owner_pk(owner)))
+                .scan_index_forward(true)
+                .limit(1)
+                .send()
+                .await
+                .map_err(|e| classify(WHAT, e))?;
+            out.items
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .map(|item| read_job(item, WHAT))
+                .transpose()
+        };
+        let (gauges, counters, oldest_open) =
+            futures_util::future::try_join3(gauges, counters, oldest).await?;
+        Ok(Figures {
+            gauges,
+            counters,
+            oldest_open,
+        })
+    }
+
+    async fn due_for_sweep(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = limit.min(MAX_PAGE);
+        let shards = (0..SWEEP_SHARDS).map(|shard| self.due_in_shard(shard, now, limit));
+        let mut due: Vec<Job> = futures_util::future::try_join_all(shards)
+            .await?
+            .into_iter()
+            .flatten()
+            // The index is eventually consistent: a job that just ended may linger a moment.
+            .filter(|job| !job.state.is_terminal())
+            .collect();
+        due.sort_by_key(|job| (job.sweep_at, job.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// DynamoDB deletes expired items itself (TTL on `ttl`): nothing to do.
+    async fn purge_expired(&self, _now: Timestamp, _limit: usize) -> Result<u64, PortError> {
+        Ok(0)
+    }
+}
