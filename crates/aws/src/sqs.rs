@@ -193,7 +193,7 @@ impl SqsQueue {
 /// Whole seconds, rounded up (SQS counts in seconds; rounding down would make a message come
 /// back early), capped at what SQS accepts.
 fn whole_secs(d: Duration, cap: u64) -> i32 {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
     i32::try_from(secs.min(cap)).unwrap_or(i32::MAX)
 }
 

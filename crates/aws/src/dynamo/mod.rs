@@ -13,8 +13,8 @@
 //! | job input | `JOB#{id}` | `INPUT` | `owner`, `json` (S: the input as JSON text) | `ttl` once the job is terminal |
 //! | job result | `JOB#{id}` | `RESULT` | `owner`, `json` (S) | `ttl` (written when the job succeeds) |
 //! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` once its job is terminal |
-//! | gauges | `OWNER#{owner}` | `GAUGES` | `queued`, `running` (N, changed with ADD) | — |
-//! | counters of an hour | `OWNER#{owner}` | `HOUR#{T}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD | `ttl` = the hour + 35 days |
+//! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD) | — |
+//! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD | `ttl` = the hour + 35 days |
 //! | stock | `STOCK#{sku}` | `STOCK` | `sku`, `available` (N) | — |
 //! | reservation | `ORDER#{id}` | `RESERVATION` | `lines` (S, JSON) | — |
 //! | confirmed order | `ORDER#{id}` | `ORDER` | every field of [`ackflow_processors::order::ConfirmedOrder`] (serde_dynamo) | — |
@@ -34,6 +34,10 @@
 //!   `GetItem`; the owner is checked on the item (another owner's job reads as absent).
 //! - Keys, gauges and counters are scoped by owner in the partition key, so owners never share
 //!   an Idempotency-Key or a counter, whatever characters their names hold.
+//! - Gauges and hour counters are spread over [`AGGREGATE_SHARDS`] items per owner (`{s}`, from
+//!   the job id): every transition adds to them inside its transaction, DynamoDB refuses a
+//!   transaction on an item another one is writing (`TransactionConflict`, retried), and with
+//!   authentication off every job has the same owner. `figures` sums the shards.
 //! - The sweep index is sharded by job id over [`SWEEP_SHARDS`] partitions: every transition of
 //!   every owner writes it, and one partition of an index takes about 1000 writes a second.
 //!   `due_for_sweep` queries every shard and merges. (The shard count may only grow with a
@@ -93,6 +97,8 @@ pub const OPEN_PK: &str = "OpenPK";
 pub const OPEN_SK: &str = "OpenSK";
 /// How many partitions [`SWEEP_INDEX`] spreads its jobs over.
 pub const SWEEP_SHARDS: u8 = 4;
+/// How many items an owner's gauges, and each hour's counters, are spread over.
+pub const AGGREGATE_SHARDS: u8 = 4;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 

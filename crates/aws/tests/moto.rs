@@ -1,0 +1,575 @@
+//! The AWS adapters over the wire.
+//!
+//! Against moto server (`ACKFLOW_MOTO_URL`, ignored without it; `infra/scripts/test-all` runs
+//! them): every behaviour suite of `ackflow-testkit`, each behaviour on a fresh table or queue
+//! pair with a unique name; then what only AWS shows — the redrive policy really moving a
+//! message, racing conditional writes, the use cases end to end on these adapters.
+//!
+//! Without moto (they always run): error classification against a closed port and a fake
+//! endpoint that answers throttling, 5xx and validation errors.
+
+// Test code: the fixtures' helpers panic on setup failures, which is what a test should do.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_aws::{
+    https_client, schema, timeouts, Clients, DynamoJobStore, DynamoOrderBook, SqsQueue,
+};
+use ackflow_core::report::Deltas;
+use ackflow_core::{
+    Ackflow, Change, Clock, CorrelationId, Disposition, IdempotencyKey, Job, JobId, JobState,
+    JobStore, Kind, NewJob, OutgoingMessage, Owner, PortError, Queue, QueueDepth, Settings,
+    Submission, SystemClock, WriteError,
+};
+use ackflow_processors::order::OrderBook;
+use ackflow_processors::registry_with;
+use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, StoreFixture};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::Credentials;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+// ---- fixtures -----------------------------------------------------------------------------------
+
+fn moto_url() -> String {
+    std::env::var("ACKFLOW_MOTO_URL").expect(
+        "ACKFLOW_MOTO_URL is not set: run infra/scripts/test-all, or \
+         export ACKFLOW_MOTO_URL=$(infra/scripts/moto start)",
+    )
+}
+
+/// Clients for the endpoint at `url`, configured explicitly (never from the process
+/// environment, which tests share): static credentials, a fixed region, `retry` attempts.
+async fn clients_at(url: &str, attempts: u32) -> Clients {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .timeout_config(timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(attempts))
+        .endpoint_url(url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    Clients::from_sdk_config(&config)
+}
+
+async fn moto() -> Clients {
+    clients_at(&moto_url(), 3).await
+}
+
+/// A name no other test uses on the shared moto server.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4().simple())
+}
+
+const MAX_RECEIVE_COUNT: u32 = 3;
+
+async fn fresh_queue_pair(clients: &Clients, max_receive_count: u32, visibility: u32) -> SqsQueue {
+    let (queue, dlq) =
+        schema::create_queues(&clients.sqs, &unique("q"), max_receive_count, visibility)
+            .await
+            .expect("create queues");
+    SqsQueue::new(clients.sqs.clone(), queue, dlq)
+}
+
+async fn fresh_table(clients: &Clients) -> String {
+    let table = unique("t");
+    schema::create_table(&clients.dynamo, &table)
+        .await
+        .expect("create table");
+    table
+}
+
+async fn fresh_queue() -> QueueFixture {
+    let clients = moto().await;
+    QueueFixture {
+        queue: Arc::new(fresh_queue_pair(&clients, MAX_RECEIVE_COUNT, 1).await),
+        max_receive_count: MAX_RECEIVE_COUNT,
+        harness: Arc::new(RealTime),
+        guard: (),
+    }
+}
+
+async fn fresh_store() -> StoreFixture {
+    let clients = moto().await;
+    let table = fresh_table(&clients).await;
+    StoreFixture {
+        store: Arc::new(DynamoJobStore::new(clients.dynamo, table)),
+        harness: Arc::new(RealTime),
+        guard: (),
+    }
+}
+
+async fn fresh_order_book() -> OrderBookFixture {
+    let clients = moto().await;
+    let table = fresh_table(&clients).await;
+    let book = DynamoOrderBook::new(clients.dynamo, table);
+    book.seed().await.expect("seed");
+    OrderBookFixture {
+        book: Arc::new(book),
+        guard: (),
+    }
+}
+
+mod queue_contract {
+    ackflow_testkit::queue_contract_tests!(
+        #[ignore = "needs moto server: run infra/scripts/test-all"]
+        together: super::fresh_queue
+    );
+}
+
+mod store_contract {
+    ackflow_testkit::store_contract_tests!(
+        #[ignore = "needs moto server: run infra/scripts/test-all"]
+        super::fresh_store
+    );
+}
+
+mod order_book_contract {
+    ackflow_testkit::order_book_contract_tests!(
+        #[ignore = "needs moto server: run infra/scripts/test-all"]
+        super::fresh_order_book
+    );
+}
+
+// ---- AWS only, on moto ---------------------------------------------------------------------------
+
+fn message(body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        body: body.to_owned(),
+        attributes: vec![("ackflow-job-id".into(), body.into())],
+        delay: Duration::ZERO,
+    }
+}
+
+/// The redrive policy itself (not `dead_letter`): with `maxReceiveCount` 2 and the queue's own
+/// one-second visibility timeout, the message is delivered twice, and the receive after the
+/// second moves it to the dead-letter queue with its id and attributes.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn sqs_redrive_moves_a_message_to_the_dead_letter_queue_on_the_receive_after_the_last_allowed_one(
+) {
+    let clients = moto().await;
+    let queue = fresh_queue_pair(&clients, 2, 1).await;
+    queue.send(message("poison")).await.expect("send");
+
+    let visibility = Duration::from_secs(1);
+    let first = queue.receive(10, visibility).await.expect("receive");
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].receive_count, 1);
+    tokio::time::sleep(visibility + Duration::from_millis(500)).await;
+    let second = queue.receive(10, visibility).await.expect("receive");
+    assert_eq!(second.len(), 1, "{second:#?}");
+    assert_eq!(second[0].receive_count, 2);
+    assert_eq!(
+        queue.dead_letters(10).await.expect("dead letters"),
+        vec![],
+        "nothing moves before the receive after the last allowed one"
+    );
+    tokio::time::sleep(visibility + Duration::from_millis(500)).await;
+    let third = queue.receive(10, visibility).await.expect("receive");
+    assert!(third.is_empty(), "delivered a third time: {third:#?}");
+
+    let dead = queue.dead_letters(10).await.expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].delivery.message_id, first[0].message_id);
+    assert_eq!(dead[0].delivery.body, "poison");
+    assert_eq!(
+        dead[0].delivery.attributes.get("ackflow-job-id"),
+        Some(&"poison".to_owned())
+    );
+    assert_eq!(
+        queue.depth().await.expect("depth"),
+        QueueDepth {
+            waiting: 0,
+            in_flight: 0,
+            dead: 1
+        }
+    );
+}
+
+fn new_job(owner: &Owner) -> Job {
+    Job::new(
+        NewJob {
+            owner: owner.clone(),
+            kind: Kind::parse("demo").expect("kind"),
+            correlation_id: CorrelationId::random(),
+            idempotency_key: Some(IdempotencyKey::parse("race").expect("key")),
+        },
+        &SystemClock,
+        &Settings::default(),
+    )
+}
+
+/// Workers that read the same version race to start the job: DynamoDB's condition on the
+/// revision lets exactly one through; the others get `Conflict`, and the gauges count once.
+/// The same holds for writes of the header alone (progress), which are a conditional `PutItem`
+/// rather than a transaction.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn racing_writes_from_one_version_leave_one_winner_and_one_conflict() {
+    let clients = moto().await;
+    let store = Arc::new(DynamoJobStore::new(
+        clients.dynamo.clone(),
+        fresh_table(&clients).await,
+    ));
+    let owner = Owner::parse("alice").expect("owner");
+    let job = new_job(&owner);
+    store
+        .create(&job, &json!({"steps": 1}), None)
+        .await
+        .expect("create");
+
+    let settings = Settings::default();
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (store, job, settings) = (Arc::clone(&store), job.clone(), settings.clone());
+        racers.spawn(async move {
+            let after = job
+                .apply(Change::Start, SystemClock.now(), &settings)
+                .expect("start");
+            let deltas = Deltas::between(&job, &after);
+            store.update(&job, &after, None, &deltas).await
+        });
+    }
+    let (mut won, mut conflicts) = (0, 0);
+    while let Some(joined) = racers.join_next().await {
+        match joined.expect("task") {
+            Ok(()) => won += 1,
+            Err(WriteError::Conflict) => conflicts += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((won, conflicts), (1, 5));
+    let stored = store.get(&owner, job.id).await.expect("get").expect("job");
+    assert_eq!(
+        (stored.state, stored.revision, stored.attempts),
+        (JobState::Running, 2, 1)
+    );
+    let figures = store
+        .figures(&owner, SystemClock.now().minus(Duration::from_secs(3600)))
+        .await
+        .expect("figures");
+    assert_eq!(figures.gauges.get(&JobState::Running), Some(&1));
+    assert_eq!(figures.gauges.get(&JobState::Queued), Some(&0));
+
+    let mut racers = tokio::task::JoinSet::new();
+    for percent in [10, 20, 30, 40] {
+        let (store, job, settings) = (Arc::clone(&store), stored.clone(), settings.clone());
+        racers.spawn(async move {
+            let progress = ackflow_core::Progress::new(percent, "racing");
+            let after = job
+                .apply(Change::Progress(progress), SystemClock.now(), &settings)
+                .expect("progress");
+            assert_eq!(
+                Deltas::between(&job, &after),
+                Deltas {
+                    hour: Deltas::hour_of(after.updated_at),
+                    ..Deltas::default()
+                }
+            );
+            store
+                .update(&job, &after, None, &Deltas::between(&job, &after))
+                .await
+                .map(|()| percent)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        match joined.expect("task") {
+            Ok(percent) => winners.push(percent),
+            Err(WriteError::Conflict) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let latest = store.get(&owner, job.id).await.expect("get").expect("job");
+    assert_eq!(latest.revision, 3);
+    assert_eq!(latest.progress.percent, winners[0]);
+}
+
+/// The use cases of the core on the AWS adapters, as the functions will run them: accept a
+/// demo job and two orders (one for an item that is sold out), let a worker receive, handle and
+/// settle until the queue is empty, and find every job terminal with its result or problem,
+/// the stock taken once, the report and the listing right, and the sweeper content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
+    let clients = moto().await;
+    let settings = Settings {
+        max_attempts: 3,
+        ..Settings::default()
+    };
+    let table = fresh_table(&clients).await;
+    let queue = Arc::new(
+        fresh_queue_pair(
+            &clients,
+            schema::max_receive_count(&settings),
+            u32::try_from(settings.visibility_timeout.as_secs()).expect("secs"),
+        )
+        .await,
+    );
+    let store = Arc::new(DynamoJobStore::new(clients.dynamo.clone(), table.clone()));
+    let book = Arc::new(DynamoOrderBook::new(clients.dynamo.clone(), table));
+    book.seed().await.expect("seed");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let app = Ackflow::new(
+        store.clone(),
+        queue.clone(),
+        registry_with(book.clone(), clock.clone(), true),
+        clock,
+        settings.clone(),
+    );
+    let owner = Owner::parse("auth0|alice").expect("owner");
+    let submit = |kind: &str, input: serde_json::Value, key: Option<&str>| Submission {
+        owner: owner.clone(),
+        kind: kind.to_owned(),
+        input,
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("key")),
+        correlation_id: CorrelationId::random(),
+    };
+
+    let demo = app
+        .accept(submit("demo", json!({"steps": 3, "step_ms": 5}), None))
+        .await
+        .expect("accept demo");
+    let order_input = json!({"customer": "Ada", "items": [{"sku": "mug-red", "quantity": 2}]});
+    let order = app
+        .accept(submit("order", order_input.clone(), Some("cart-1")))
+        .await
+        .expect("accept order");
+    let replay = app
+        .accept(submit("order", order_input, Some("cart-1")))
+        .await
+        .expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.job.id, order.job.id, "same key, same body, same job");
+    let sold_out = app
+        .accept(submit(
+            "order",
+            json!({"customer": "Bob", "items": [{"sku": "poster-limited", "quantity": 1}]}),
+            None,
+        ))
+        .await
+        .expect("accept sold-out order");
+    for accepted in [&demo, &order, &sold_out] {
+        assert_eq!(accepted.job.state, JobState::Queued);
+    }
+
+    // The worker: receive, handle, settle, until the three jobs are terminal.
+    let ids = [demo.job.id, order.job.id, sold_out.job.id];
+    for round in 0.. {
+        assert!(round < 30, "the jobs did not finish");
+        let mut open = 0;
+        for id in ids {
+            let status = app.status(&owner, id).await.expect("status");
+            open += usize::from(!status.job.state.is_terminal());
+        }
+        if open == 0 {
+            break;
+        }
+        for delivery in queue
+            .receive(10, settings.visibility_timeout)
+            .await
+            .expect("receive")
+        {
+            let disposition = app.handle(&delivery).await;
+            assert_eq!(disposition, Disposition::Delete, "{delivery:#?}");
+            app.settle(&delivery, disposition).await.expect("settle");
+        }
+    }
+
+    let done = app.status(&owner, demo.job.id).await.expect("status");
+    assert_eq!(done.job.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(json!({"steps": 3, "attempt": 1})));
+    assert_eq!(done.job.progress.percent, 100);
+
+    let placed = app.status(&owner, order.job.id).await.expect("status");
+    assert_eq!(placed.job.state, JobState::Succeeded, "{:#?}", placed.job);
+    let result = placed.result.expect("an order's result");
+    assert_eq!(result["total_cents"], json!(2500), "{result}");
+    let stored = book
+        .order(order.job.id)
+        .await
+        .expect("order")
+        .expect("a confirmed order");
+    assert_eq!(stored.total_cents, 2500);
+    assert_eq!(
+        book.available("mug-red").await.expect("stock"),
+        Some(48),
+        "the stock was taken once"
+    );
+
+    let refused = app.status(&owner, sold_out.job.id).await.expect("status");
+    assert_eq!(refused.job.state, JobState::Failed);
+    let problem = refused.job.error.expect("a problem");
+    assert!(problem.type_.ends_with("order:out-of-stock"), "{problem:?}");
+    assert!(
+        problem.detail.contains("Limited Edition Poster"),
+        "{problem:?}"
+    );
+
+    let report = app.report(&owner).await.expect("report");
+    assert_eq!(report.accepted, 3);
+    assert_eq!(report.counts.get(&JobState::Succeeded), Some(&2));
+    assert_eq!(report.counts.get(&JobState::Failed), Some(&1));
+    assert_eq!(report.counts.get(&JobState::Queued), Some(&0));
+    assert_eq!(report.oldest_open, None);
+    assert_eq!(
+        report.queue,
+        Some(QueueDepth::default()),
+        "every message was deleted"
+    );
+
+    let listed = app
+        .list(&owner, ackflow_core::ListQuery::default())
+        .await
+        .expect("list");
+    let listed: Vec<JobId> = listed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(listed, vec![sold_out.job.id, order.job.id, demo.job.id]);
+
+    let sweep = app.sweep().await.expect("sweep");
+    assert_eq!(
+        sweep,
+        ackflow_core::SweepReport::default(),
+        "nothing is left to sweep"
+    );
+}
+
+// ---- error classification, without moto --------------------------------------------------------
+
+/// An address where nothing listens: bound, then released.
+async fn closed_port() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+fn is_unavailable(e: &PortError) -> bool {
+    matches!(e, PortError::Unavailable { .. })
+}
+
+/// Nothing listening: every adapter call is `Unavailable` (a retry later may succeed), with the
+/// SDK's error kept as the source.
+#[tokio::test]
+async fn a_refused_connection_is_unavailable_for_every_adapter() {
+    let clients = clients_at(&closed_port().await, 1).await;
+    let queue = SqsQueue::new(
+        clients.sqs.clone(),
+        "http://127.0.0.1:1/123456789012/q".into(),
+        "http://127.0.0.1:1/123456789012/q-dlq".into(),
+    );
+    let store = DynamoJobStore::new(clients.dynamo.clone(), "t".into());
+    let book = DynamoOrderBook::new(clients.dynamo, "t".into());
+    let owner = Owner::anonymous();
+
+    let e = queue.send(message("m")).await.expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
+    let e = queue.depth().await.expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
+    let e = store
+        .get(&owner, JobId::random())
+        .await
+        .expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the SDK error is kept"
+    );
+    let job = new_job(&owner);
+    let e = store
+        .create(&job, &json!({}), None)
+        .await
+        .expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
+    let e = book.available("mug-red").await.expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
+}
+
+/// A fake DynamoDB endpoint that answers every request with `status` and an error of `code`.
+async fn fake_dynamodb(status: u16, code: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request's head and body, so the client sees a clean answer.
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let Ok(read) = socket.read(&mut buffer).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= head_end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = format!(
+                    r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"fake {code}"}}"#
+                );
+                let answer = format!(
+                    "HTTP/1.1 {status} Fake\r\ncontent-type: application/x-amz-json-1.0\r\n\
+                     x-amzn-errortype: {code}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// Throttling and server errors are `Unavailable`; a request the service refuses as invalid is
+/// `Failed` (sending it again would be refused again). Also for transactions: a throttled
+/// `create` is `Unavailable`.
+#[tokio::test]
+async fn throttling_and_server_errors_are_unavailable_and_validation_errors_failed() {
+    let owner = Owner::anonymous();
+    for (status, code, transient) in [
+        (400, "ThrottlingException", true),
+        (400, "ProvisionedThroughputExceededException", true),
+        (500, "InternalServerError", true),
+        (503, "ServiceUnavailable", true),
+        (400, "ValidationException", false),
+        (400, "ResourceNotFoundException", false),
+        (400, "AccessDeniedException", false),
+    ] {
+        let clients = clients_at(&fake_dynamodb(status, code).await, 1).await;
+        let store = DynamoJobStore::new(clients.dynamo, "t".into());
+        let e = store
+            .get(&owner, JobId::random())
+            .await
+            .expect_err("the fake refuses everything");
+        assert_eq!(is_unavailable(&e), transient, "{status} {code}: {e:?}");
+        let e = store
+            .create(&new_job(&owner), &json!({}), None)
+            .await
+            .expect_err("the fake refuses everything");
+        assert_eq!(is_unavailable(&e), transient, "{status} {code}: {e:?}");
+    }
+}
