@@ -325,3 +325,109 @@ async fn a_second_connection_to_the_same_file_sees_committed_writes() {
     let seen = SqliteQueue::new(second, "jobs", 3, time.clock()).expect("queue");
     assert_eq!(seen.depth().await.expect("depth").waiting, 1);
 }
+
+/// Set in the child process of the kill test: the database file to write to.
+const CRASH_CHILD: &str = "ACKFLOW_SQLITE_CRASH_CHILD";
+const CHILD_READY: &str = "ackflow-crash-child: ready";
+
+/// The child: commits a job, messages and an in-flight delivery, says so, and waits to be killed
+/// without ever closing the database.
+fn crash_child(path: &Path) -> ! {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Held until the kill: dropping them would close the connection cleanly.
+    let _open = runtime.block_on(async {
+        let db = Db::open(path, Durability::Normal).expect("open");
+        let clock: Arc<dyn ackflow_core::Clock> = Arc::new(ackflow_core::SystemClock);
+        let queue = SqliteQueue::new(db.clone(), "jobs", 3, clock.clone()).expect("queue");
+        let store = SqliteStore::new(db.clone());
+        let job = Job::new(
+            NewJob {
+                owner: ackflow_core::Owner::anonymous(),
+                kind: ackflow_core::Kind::parse("demo").expect("kind"),
+                correlation_id: ackflow_core::CorrelationId::random(),
+                idempotency_key: None,
+            },
+            clock.as_ref(),
+            &Settings::default(),
+        );
+        store
+            .create(&job, &serde_json::json!({}), None)
+            .await
+            .expect("create");
+        for i in 0..50 {
+            queue.send(message(&format!("m{i}"))).await.expect("send");
+        }
+        let got = queue
+            .receive(1, Duration::from_secs(3600))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1);
+        println!("{CHILD_READY} {}", job.id);
+        (db, queue, store)
+    });
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn committed_writes_survive_the_process_being_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    if let Some(path) = std::env::var_os(CRASH_CHILD) {
+        crash_child(Path::new(&path));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ackflow.db");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "committed_writes_survive_the_process_being_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("stdout");
+    let job_id = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        // Anywhere in the line: libtest has already written "test … " on it.
+        .find_map(|line| {
+            line.split_once(CHILD_READY)
+                .map(|(_, id)| id.trim().to_owned())
+        });
+    // SIGKILL: no destructor, no connection close, no WAL checkpoint.
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let wal = std::fs::metadata(dir.path().join("ackflow.db-wal")).map_or(0, |m| m.len());
+    assert!(
+        wal > 0,
+        "the child's commits should still be in the write-ahead log, as after a real crash"
+    );
+    let job_id: ackflow_core::JobId = job_id
+        .expect("the child never got ready")
+        .parse()
+        .expect("job id");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let db = open(&path);
+        let clock: Arc<dyn ackflow_core::Clock> = Arc::new(ackflow_core::SystemClock);
+        let queue = SqliteQueue::new(db.clone(), "jobs", 3, clock).expect("queue");
+        let store = SqliteStore::new(db);
+        let job = store
+            .get(&ackflow_core::Owner::anonymous(), job_id)
+            .await
+            .expect("get");
+        assert!(job.is_some(), "the accepted job was lost");
+        let depth = queue.depth().await.expect("depth");
+        assert_eq!((depth.waiting, depth.in_flight), (49, 1), "{depth:?}");
+        assert_eq!(queue.release_in_flight().expect("release"), 1);
+        assert_eq!(queue.depth().await.expect("depth").waiting, 50);
+    });
+}
