@@ -12,15 +12,22 @@
 //!   deadline watched, the partial batch response.
 //! - [`owner`]: [`JwtOwners`], the [`ackflow_http::OwnerResolver`] reading the JWT `sub` claim
 //!   that API Gateway's authorizer verified.
+//! - [`app`]: [`app_from_env`] — configuration read once, SDK clients built once, the
+//!   adapters of `ackflow-aws`, the shipped processors, the use cases.
+//! - [`sweeper`]: the `sweeper` function's handler.
 //! - [`telemetry`]: JSON logs for CloudWatch.
 
+pub mod app;
 pub mod owner;
 pub mod sqs;
+pub mod sweeper;
 pub mod telemetry;
 
+pub use app::{app_from_env, function_from, start, Function, FunctionConfig, StartupError};
 pub use owner::JwtOwners;
 pub use sqs::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
     RecordOutcome,
 };
+pub use sweeper::{sweep, SweepError, SweepSummary};
 pub use telemetry::init_logs;

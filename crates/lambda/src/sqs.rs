@@ -27,7 +27,10 @@
 //!   least `worker_timeout + margin` remains, so that an attempt is never cut off by the end of
 //!   the invocation. Records not started are made visible again at once (visibility 0) and
 //!   reported as failures, so another invocation takes them without waiting for the visibility
-//!   timeout. A deadline of 0 ([`Context::default`], as in tests) means "unknown": no limit.
+//!   timeout. A deadline of 0 ([`Context::default`], as in tests) means "unknown": no limit;
+//!   one too small to be a time since the epoch (below [`RELATIVE_BELOW_MS`]) is what runtime
+//!   emulators send (`cargo lambda watch` sends its 600 s timeout as `600000`) and is read as
+//!   relative to the start of the invocation.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -39,7 +42,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use futures_util::{FutureExt as _, StreamExt as _};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
-use tracing::{error, info, warn, Instrument as _};
+use tracing::{debug, error, info, warn, Instrument as _};
 
 /// How a batch is worked through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,12 +251,14 @@ pub async fn process_batch(
     }
     let LambdaEvent { payload, context } = event;
     let Records { records } = serde_json::from_value(payload).map_err(BatchError::NotAnSqsEvent)?;
-    let deadline = (context.deadline > 0)
-        .then(|| i64::try_from(context.deadline).ok())
-        .flatten()
-        .map(Timestamp::from_millis);
+    let deadline = invocation_deadline(context.deadline, app.clock().now());
     let needed = app.settings().worker_timeout + options.margin;
     let total = records.len();
+    debug!(
+        records = total,
+        time_left_ms = deadline.map(|d| d.since(app.clock().now()).as_millis()),
+        "batch received"
+    );
 
     let settled: Vec<Settled> = futures_util::stream::iter(records)
         .map(|record| async move {
@@ -345,6 +350,22 @@ pub async fn process_batch(
     }
     Ok(response)
 }
+
+/// Lambda's deadline is in milliseconds since the epoch. 0 means unknown ([`Context::default`]).
+/// A value before [`RELATIVE_BELOW_MS`] cannot be a real deadline: emulators send the function
+/// timeout there instead (`cargo lambda watch` sends `600000`), so it is read as relative to
+/// the start of the invocation.
+fn invocation_deadline(deadline_ms: u64, now: Timestamp) -> Option<Timestamp> {
+    let millis = i64::try_from(deadline_ms).ok().filter(|&ms| ms > 0)?;
+    if millis < RELATIVE_BELOW_MS {
+        Some(now.plus(Duration::from_millis(deadline_ms)))
+    } else {
+        Some(Timestamp::from_millis(millis))
+    }
+}
+
+/// 2001-09-09T01:46:40Z in milliseconds since the epoch: deadlines below are relative.
+pub const RELATIVE_BELOW_MS: i64 = 1_000_000_000_000;
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

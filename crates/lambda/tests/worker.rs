@@ -703,6 +703,35 @@ async fn a_zero_deadline_means_unknown_and_puts_no_limit() {
 }
 
 #[tokio::test]
+async fn a_deadline_too_small_to_be_a_time_is_read_as_relative_like_the_emulator_sends_it() {
+    let h = harness();
+    let (fits, fits_record) = h.submit("demo", json!({})).await;
+    let mut context = Context::default();
+    // `cargo lambda watch` sends its 600 s timeout as the deadline.
+    context.deadline = 600_000;
+    let response = h
+        .batch_with(vec![fits_record], context, &BatchOptions::default())
+        .await
+        .expect("batch");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(h.job(fits.id).await.state, JobState::Succeeded);
+
+    let (short, short_record) = h.submit("demo", json!({})).await;
+    let mut context = Context::default();
+    context.deadline = 1_000; // one second: less than the worker timeout
+    let response = h
+        .batch_with(
+            vec![short_record.clone()],
+            context,
+            &BatchOptions::default(),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(failed_ids(&response), [message_id(&short_record)]);
+    assert_eq!(h.job(short.id).await.state, JobState::Queued);
+}
+
+#[tokio::test]
 async fn process_record_alone_reports_done_for_a_stale_message() {
     let h = harness();
     let (job, record) = h.submit("demo", json!({})).await;

@@ -1,0 +1,748 @@
+//! The checks of `infra/scripts/e2e-lambda`: drives the real function binaries under
+//! `cargo lambda watch` (function URLs and the Invoke API) against moto server, and plays the
+//! SQS event source mapping itself, faults included. Run by the script, which provisions the
+//! queue and table, exports the functions' environment and starts the emulator; on its own:
+//!
+//! ```sh
+//! E2E_INVOKE_URL=http://127.0.0.1:9000 ACKFLOW_QUEUE_URL=... ACKFLOW_DLQ_URL=... \
+//!   cargo run -p ackflow-lambda --example e2e_lambda
+//! ```
+//!
+//! # The event source mapping player
+//!
+//! One round ([`E2e::play`]) does what Lambda's SQS poller does: receive up to ten messages
+//! (with the queue's visibility timeout), build the SQS event, invoke `worker`, then delete the
+//! messages not named in `batchItemFailures`. It follows the mapping's rules for the bad paths:
+//! a function error or timeout returns the whole batch (nothing deleted); an `itemIdentifier`
+//! that is not in the batch fails the whole batch; a throttled invocation leaves the messages to
+//! come back after their visibility timeout. [`Fault`] makes a round take one of those paths.
+//!
+//! Prints one `ok N - what` line per check and, last, `checks passed: N`; exits non-zero at the
+//! first failed check.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use ackflow_aws::{Clients, SqsQueue};
+use ackflow_core::Queue as _;
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// How one round of the player goes wrong (or not).
+#[derive(Debug, Clone)]
+enum Fault {
+    /// The mapping works as on AWS.
+    None,
+    /// The invocation fails: a record without a message id is slipped into the event (the
+    /// worker handles the others, then fails the invocation); nothing is deleted.
+    FunctionError,
+    /// The invocation runs but its answer is lost, as on a timeout; nothing is deleted.
+    Timeout,
+    /// An identifier that is not in the batch is added to the answer: the whole batch fails.
+    UnknownId,
+    /// Lambda throttles: the batch is received but the function is not invoked.
+    Throttle,
+    /// The bodies of these jobs' messages are corrupted before the invocation.
+    Poison(HashSet<String>),
+    /// These jobs' messages are deleted without being processed (a lost message).
+    Lose(HashSet<String>),
+}
+
+/// What one round saw.
+#[derive(Debug, Default)]
+struct Round {
+    /// Job ids (from the message attributes) of the messages received.
+    jobs: Vec<String>,
+    /// Message ids received.
+    messages: Vec<String>,
+    /// Receipt handles by message id.
+    receipts: HashMap<String, String>,
+    /// Identifiers the function reported as failed.
+    failures: Vec<String>,
+    /// Whether the invocation failed as a whole.
+    function_error: bool,
+    /// Message ids deleted by the player.
+    deleted: Vec<String>,
+}
+
+struct E2e {
+    http: reqwest::Client,
+    base: String,
+    sqs: aws_sdk_sqs::Client,
+    queue: SqsQueue,
+    queue_url: String,
+    queue_arn: String,
+    /// The highest `ApproximateReceiveCount` seen per job id.
+    receive_counts: HashMap<String, u32>,
+    passed: u32,
+}
+
+fn required(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set"))
+}
+
+impl E2e {
+    fn check(&mut self, what: &str, ok: bool, detail: impl std::fmt::Display) -> Result<()> {
+        if !ok {
+            bail!("check failed: {what}: {detail}");
+        }
+        self.passed += 1;
+        println!("ok {} - {what}", self.passed);
+        Ok(())
+    }
+
+    // ---- the HTTP API through function URLs --------------------------------------------------
+
+    /// Sends a request as API Gateway would route it: GETs to `status`, the rest to `api`.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let function = if method == Method::GET {
+            "status"
+        } else {
+            "api"
+        };
+        let url = format!("{}/lambda-url/{function}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.with_context(|| url.clone())?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, headers, body))
+    }
+
+    async fn submit(&self, input: Value) -> Result<String> {
+        let (status, _, body) = self
+            .request(
+                Method::POST,
+                "/v1/jobs",
+                Some(&json!({"kind": "demo", "input": input})),
+                &[],
+            )
+            .await?;
+        ensure!(status == 202, "submit answered {status}: {body}");
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no id in {body}"))
+    }
+
+    async fn job(&self, id: &str) -> Result<Value> {
+        let (status, _, body) = self
+            .request(Method::GET, &format!("/v1/jobs/{id}"), None, &[])
+            .await?;
+        ensure!(status == 200, "status of {id} answered {status}: {body}");
+        Ok(body)
+    }
+
+    // ---- the Invoke API --------------------------------------------------------------------
+
+    /// Invokes `function` with `event`; `Err` body on a function error.
+    async fn invoke(&self, function: &str, event: &Value) -> Result<Result<Value, Value>> {
+        let url = format!("{}/2015-03-31/functions/{function}/invocations", self.base);
+        let response = self.http.post(&url).json(event).send().await?;
+        let status = response.status();
+        let function_error = response.headers().contains_key("x-amz-function-error");
+        let body: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null);
+        if !status.is_success() || function_error || body.get("errorType").is_some() {
+            Ok(Err(body))
+        } else {
+            Ok(Ok(body))
+        }
+    }
+
+    async fn sweep(&self) -> Result<Value> {
+        let event = fixture("scheduled.json")?;
+        self.invoke("sweeper", &event)
+            .await?
+            .map_err(|e| anyhow!("the sweeper failed: {e}"))
+    }
+
+    // ---- the event source mapping player ---------------------------------------------------
+
+    async fn play(&mut self, fault: &Fault) -> Result<Round> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .context("receive")?;
+        let mut round = Round::default();
+        let mut records = Vec::new();
+        let mut lost = Vec::new();
+        for message in received.messages() {
+            let id = message.message_id().unwrap_or_default().to_owned();
+            let receipt = message.receipt_handle().unwrap_or_default().to_owned();
+            let job = message
+                .message_attributes()
+                .and_then(|a| a.get("ackflow-job-id"))
+                .and_then(MessageAttributeValue::string_value)
+                .unwrap_or_default()
+                .to_owned();
+            let count = message
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse::<u32>().ok())
+                .unwrap_or(0);
+            let seen = self.receive_counts.entry(job.clone()).or_insert(0);
+            *seen = (*seen).max(count);
+            round.jobs.push(job.clone());
+            round.messages.push(id.clone());
+            round.receipts.insert(id.clone(), receipt.clone());
+            if matches!(fault, Fault::Lose(jobs) if jobs.contains(&job)) {
+                lost.push((id, receipt));
+                continue;
+            }
+            let mut body = message.body().unwrap_or_default().to_owned();
+            if matches!(fault, Fault::Poison(jobs) if jobs.contains(&job)) {
+                body = "{\"v\":1,\"job\":".to_owned();
+            }
+            let attributes: serde_json::Map<String, Value> = message
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let message_attributes: serde_json::Map<String, Value> = message
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                json!({
+                                    "stringValue": v.string_value(),
+                                    "stringListValues": [],
+                                    "binaryListValues": [],
+                                    "dataType": v.data_type(),
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(json!({
+                "messageId": id,
+                "receiptHandle": receipt,
+                "body": body,
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": message.md5_of_body(),
+                "md5OfMessageAttributes": message.md5_of_message_attributes(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": self.queue_arn,
+                "awsRegion": "us-east-1",
+            }));
+        }
+        self.delete(&lost).await?;
+        round.deleted.extend(lost.into_iter().map(|(id, _)| id));
+        if records.is_empty() || matches!(fault, Fault::Throttle) {
+            return Ok(round);
+        }
+        let batch: HashSet<String> = records
+            .iter()
+            .filter_map(|r| r["messageId"].as_str().map(str::to_owned))
+            .collect();
+        if matches!(fault, Fault::FunctionError) {
+            let mut unnamed = records[0].clone();
+            if let Some(record) = unnamed.as_object_mut() {
+                record.remove("messageId");
+            }
+            records.push(unnamed);
+        }
+        let answer = self
+            .invoke("worker", &json!({ "Records": records }))
+            .await?;
+        let response = match answer {
+            Err(_) => {
+                round.function_error = true;
+                return Ok(round);
+            }
+            Ok(response) => response,
+        };
+        if matches!(fault, Fault::Timeout) {
+            return Ok(round);
+        }
+        let mut failures: Vec<String> = response["batchItemFailures"]
+            .as_array()
+            .ok_or_else(|| anyhow!("not a batch response: {response}"))?
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if matches!(fault, Fault::UnknownId) {
+            failures.push("00000000-0000-0000-0000-000000000000".to_owned());
+        }
+        round.failures = failures.clone();
+        if failures.iter().any(|f| f.is_empty() || !batch.contains(f)) {
+            // The mapping's rule: an unknown or empty identifier fails the whole batch.
+            return Ok(round);
+        }
+        let done: Vec<(String, String)> = round
+            .receipts
+            .iter()
+            .filter(|(id, _)| batch.contains(*id) && !failures.contains(id))
+            .map(|(id, receipt)| (id.clone(), receipt.clone()))
+            .collect();
+        self.delete(&done).await?;
+        round.deleted.extend(done.into_iter().map(|(id, _)| id));
+        Ok(round)
+    }
+
+    async fn delete(&self, messages: &[(String, String)]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(n, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("m{n}"))
+                    .receipt_handle(receipt)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .context("delete")?;
+        Ok(())
+    }
+
+    /// Plays rounds with `fault` until a message of every job in `jobs` was received; returns
+    /// the rounds that received any of them.
+    async fn play_until_received(&mut self, fault: &Fault, jobs: &[&str]) -> Result<Vec<Round>> {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let mut missing: HashSet<&str> = jobs.iter().copied().collect();
+        let mut rounds = Vec::new();
+        while !missing.is_empty() {
+            ensure!(
+                Instant::now() < give_up,
+                "messages of {missing:?} never arrived"
+            );
+            let round = self.play(fault).await?;
+            if round.jobs.iter().any(|j| missing.contains(j.as_str())) {
+                missing.retain(|m| !round.jobs.iter().any(|j| j == m));
+                rounds.push(round);
+            }
+        }
+        Ok(rounds)
+    }
+
+    /// Plays normal rounds until every job of `ids` is terminal; returns their last views.
+    async fn drain(&mut self, ids: &[&str]) -> Result<Vec<Value>> {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut views = Vec::new();
+            for id in ids {
+                views.push(self.job(id).await?);
+            }
+            if views.iter().all(|v| {
+                matches!(
+                    v["state"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                )
+            }) {
+                return Ok(views);
+            }
+            ensure!(
+                Instant::now() < give_up,
+                "jobs never ended: {}",
+                Value::Array(views)
+            );
+            self.play(&Fault::None).await?;
+        }
+    }
+
+    async fn dead_lettered(&self, job: &str) -> Result<bool> {
+        let dead = self
+            .queue
+            .dead_letters(10)
+            .await
+            .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+        Ok(dead.iter().any(|d| {
+            d.delivery
+                .attributes
+                .get("ackflow-job-id")
+                .map(String::as_str)
+                == Some(job)
+        }))
+    }
+}
+
+fn fixture(name: &str) -> Result<Value> {
+    let path = format!("{}/../../infra/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn slug(problem: &Value) -> &str {
+    problem["type"]
+        .as_str()
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or_default()
+}
+
+/// Waits until `at` (RFC 3339) has passed by `extra`: for rules that are about time itself.
+async fn wait_past(at: &Value, extra: Duration) -> Result<()> {
+    let at = at
+        .as_str()
+        .and_then(ackflow_core::Timestamp::parse_rfc3339)
+        .ok_or_else(|| anyhow!("not a time: {at}"))?;
+    let now = ackflow_core::SystemClock;
+    let left = at.plus(extra).since(ackflow_core::Clock::now(&now));
+    tokio::time::sleep(left).await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let clients = Clients::from_env().await;
+    let queue_url = required("ACKFLOW_QUEUE_URL")?;
+    let dlq_url = required("ACKFLOW_DLQ_URL")?;
+    let queue_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| anyhow!("the queue has no ARN"))?;
+    let resend_after = Duration::from_secs(required("ACKFLOW_RESEND_AFTER_SECS")?.parse()?);
+    let mut e2e = E2e {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?,
+        base: required("E2E_INVOKE_URL")?,
+        sqs: clients.sqs.clone(),
+        queue: SqsQueue::new(clients.sqs.clone(), queue_url.clone(), dlq_url),
+        queue_url,
+        queue_arn,
+        receive_counts: HashMap::new(),
+        passed: 0,
+    };
+
+    // ---- the happy paths ----------------------------------------------------------------------
+    let ok = e2e.submit(json!({"steps": 2, "step_ms": 20})).await?;
+    let retried = e2e.submit(json!({"fail_attempts": 1})).await?;
+    let rejected = e2e
+        .submit(json!({"reject": "The blue mug is sold out"}))
+        .await?;
+    let views = e2e.drain(&[&ok, &retried, &rejected]).await?;
+    e2e.check(
+        "a job succeeds with its result",
+        views[0]["state"] == "succeeded"
+            && views[0]["result"]["steps"] == 2
+            && views[0]["attempts"] == 1,
+        &views[0],
+    )?;
+    e2e.check(
+        "a transient failure is retried and then succeeds",
+        views[1]["state"] == "succeeded"
+            && views[1]["attempts"] == 2
+            && views[1]["result"]["attempt"] == 2,
+        &views[1],
+    )?;
+    e2e.check(
+        "a rejection fails the job with its problem",
+        views[2]["state"] == "failed"
+            && views[2]["error"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("The blue mug is sold out"))
+            && views[2]["attempts"] == 1,
+        &views[2],
+    )?;
+
+    // ---- a poison message among batch-mates ---------------------------------------------------
+    let mate_a = e2e.submit(json!({})).await?;
+    let poisoned = e2e.submit(json!({})).await?;
+    let mate_b = e2e.submit(json!({})).await?;
+    let rounds = e2e
+        .play_until_received(
+            &Fault::Poison(HashSet::from([poisoned.clone()])),
+            &[&poisoned],
+        )
+        .await?;
+    let poison_round = rounds
+        .iter()
+        .find(|r| r.jobs.contains(&poisoned))
+        .ok_or_else(|| anyhow!("no round with the poison"))?;
+    let mates_in_batch = poison_round
+        .jobs
+        .iter()
+        .filter(|j| **j == mate_a || **j == mate_b)
+        .count();
+    e2e.check(
+        "a poison message shares its batch and fails no record of it",
+        mates_in_batch > 0 && poison_round.failures.is_empty() && !poison_round.function_error,
+        format!("{poison_round:?}"),
+    )?;
+    let views = e2e.drain(&[&mate_a, &poisoned, &mate_b]).await?;
+    e2e.check(
+        "the poison message's job fails as unreadable; its batch-mates succeed",
+        views[1]["state"] == "failed"
+            && slug(&views[1]["error"]) == "unreadable-message"
+            && views[0]["state"] == "succeeded"
+            && views[2]["state"] == "succeeded",
+        Value::Array(views.clone()),
+    )?;
+    let dead = e2e.dead_lettered(&poisoned).await?;
+    e2e.check(
+        "the poison message is kept in the dead-letter queue",
+        dead,
+        "not found",
+    )?;
+
+    // ---- idempotency ----------------------------------------------------------------------
+    let key = format!("e2e-lambda-{}", std::process::id());
+    let body = json!({"kind": "demo", "input": {"steps": 1}});
+    let (first_status, _, first) = e2e
+        .request(
+            Method::POST,
+            "/v1/jobs",
+            Some(&body),
+            &[("idempotency-key", &key)],
+        )
+        .await?;
+    let (again_status, again_headers, again) = e2e
+        .request(
+            Method::POST,
+            "/v1/jobs",
+            Some(&body),
+            &[("idempotency-key", &key)],
+        )
+        .await?;
+    e2e.check(
+        "a resubmission with the same Idempotency-Key returns the same job",
+        first_status == 202
+            && again_status == 202
+            && first["id"] == again["id"]
+            && again_headers
+                .get("idempotent-replayed")
+                .is_some_and(|v| v == "true"),
+        format!("{first_status} {first} / {again_status} {again}"),
+    )?;
+    let (other_status, other_headers, other) = e2e
+        .request(
+            Method::POST,
+            "/v1/jobs",
+            Some(&json!({"kind": "demo", "input": {"steps": 2}})),
+            &[("idempotency-key", &key)],
+        )
+        .await?;
+    e2e.check(
+        "the same Idempotency-Key with another body is a 422 problem",
+        other_status == 422
+            && other_headers
+                .get("content-type")
+                .is_some_and(|v| v == "application/problem+json"),
+        format!("{other_status} {other}"),
+    )?;
+    let idempotent = first["id"].as_str().unwrap_or_default().to_owned();
+    let views = e2e.drain(&[&idempotent]).await?;
+    e2e.check(
+        "the resubmitted job ran once",
+        views[0]["state"] == "succeeded" && views[0]["attempts"] == 1,
+        &views[0],
+    )?;
+
+    // ---- the mapping's bad paths ----------------------------------------------------------
+    for (fault, what) in [
+        (
+            Fault::FunctionError,
+            "a function error returns the whole batch",
+        ),
+        (
+            Fault::Timeout,
+            "a timed-out invocation returns the whole batch",
+        ),
+        (
+            Fault::UnknownId,
+            "an unknown itemIdentifier fails the whole batch",
+        ),
+    ] {
+        let first = e2e.submit(json!({})).await?;
+        let second = e2e.submit(json!({})).await?;
+        let rounds = e2e.play_until_received(&fault, &[&first, &second]).await?;
+        let returned = rounds.iter().all(|r| r.deleted.is_empty())
+            && (!matches!(fault, Fault::FunctionError) || rounds.iter().all(|r| r.function_error));
+        e2e.check(what, returned, format!("{rounds:?}"))?;
+        // The returned messages come back; their jobs ran already, so they are only deleted.
+        e2e.play_until_received(&Fault::None, &[&first, &second])
+            .await?;
+        let views = e2e.drain(&[&first, &second]).await?;
+        let received = [&first, &second].map(|j| e2e.receive_counts.get(j.as_str()).copied());
+        e2e.check(
+            &format!("{what}: its jobs succeed once, though delivered again"),
+            views
+                .iter()
+                .all(|v| v["state"] == "succeeded" && v["attempts"] == 1)
+                && received.iter().all(|c| c.is_some_and(|c| c >= 2)),
+            format!(
+                "{} receive counts {received:?}",
+                Value::Array(views.clone())
+            ),
+        )?;
+    }
+
+    let throttled = e2e.submit(json!({})).await?;
+    e2e.play_until_received(&Fault::Throttle, &[&throttled])
+        .await?;
+    e2e.play_until_received(&Fault::Throttle, &[&throttled])
+        .await?;
+    let views = e2e.drain(&[&throttled]).await?;
+    let received = e2e.receive_counts.get(&throttled).copied().unwrap_or(0);
+    e2e.check(
+        "a throttled batch comes back; attempts are the store's, not the receive count",
+        views[0]["state"] == "succeeded" && views[0]["attempts"] == 1 && received >= 3,
+        format!("{} received {received} times", views[0]),
+    )?;
+
+    // ---- a message of a newer schema ---------------------------------------------------------
+    let newer_job = "2d8e7c80-3b90-4e30-9f9c-4d3b5e6f7081";
+    let newer_attribute = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+    };
+    e2e.sqs
+        .send_message()
+        .queue_url(&e2e.queue_url)
+        .message_body(format!(
+            "{{\"v\":99,\"job\":\"{newer_job}\",\"owner\":\"anonymous\",\"generation\":0,\"correlation_id\":\"e2e\"}}"
+        ))
+        .message_attributes("ackflow-job-id", newer_attribute(newer_job)?)
+        .message_attributes("ackflow-schema", newer_attribute("99")?)
+        .send()
+        .await?;
+    let rounds = e2e.play_until_received(&Fault::None, &[newer_job]).await?;
+    let round = rounds
+        .iter()
+        .find(|r| r.jobs.iter().any(|j| j == newer_job))
+        .ok_or_else(|| anyhow!("no round with the newer message"))?;
+    let newer_message = round
+        .jobs
+        .iter()
+        .position(|j| j == newer_job)
+        .map(|i| round.messages[i].clone())
+        .unwrap_or_default();
+    let kept = round.failures.contains(&newer_message) && !round.deleted.contains(&newer_message);
+    e2e.check(
+        "a message of a newer schema is returned for a newer worker, not dead-lettered",
+        kept && !e2e.dead_lettered(newer_job).await?,
+        format!("{round:?}"),
+    )?;
+    if let Some(receipt) = round.receipts.get(&newer_message) {
+        e2e.delete(&[(newer_message.clone(), receipt.clone())])
+            .await?;
+    }
+
+    // ---- cancel ---------------------------------------------------------------------------------
+    let cancelled = e2e.submit(json!({})).await?;
+    let (status, _, view) = e2e
+        .request(Method::DELETE, &format!("/v1/jobs/{cancelled}"), None, &[])
+        .await?;
+    let views = e2e.drain(&[&cancelled]).await?;
+    e2e.play(&Fault::None).await?;
+    let after = e2e.job(&cancelled).await?;
+    e2e.check(
+        "a cancelled job stays cancelled when its message arrives",
+        status == 200
+            && view["state"] == "cancelled"
+            && views[0]["state"] == "cancelled"
+            && after["attempts"] == 0,
+        &after,
+    )?;
+
+    // ---- owners through the real binary -------------------------------------------------------
+    let answer = e2e
+        .invoke("api", &fixture("apigw-v2-post-job-jwt.json")?)
+        .await?
+        .map_err(|e| anyhow!("api failed: {e}"))?;
+    let alices: Value =
+        serde_json::from_str(answer["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
+    let alices_id = alices["id"].as_str().unwrap_or_default().to_owned();
+    let (anonymous_status, _, _) = e2e
+        .request(Method::GET, &format!("/v1/jobs/{alices_id}"), None, &[])
+        .await?;
+    e2e.check(
+        "a JWT owner's job (fixture event) is not another owner's",
+        answer["statusCode"] == 202 && !alices_id.is_empty() && anonymous_status == 404,
+        format!("{answer} / {anonymous_status}"),
+    )?;
+
+    // ---- the sweeper --------------------------------------------------------------------------
+    let lost = e2e.submit(json!({})).await?;
+    e2e.play_until_received(&Fault::Lose(HashSet::from([lost.clone()])), &[&lost])
+        .await?;
+    let view = e2e.job(&lost).await?;
+    wait_past(
+        &view["updated_at"],
+        resend_after + Duration::from_millis(500),
+    )
+    .await?;
+    let swept = e2e.sweep().await?;
+    let views = e2e.drain(&[&lost]).await?;
+    e2e.check(
+        "the sweeper re-sends a lost message and the job then succeeds",
+        swept["resent"].as_u64().is_some_and(|n| n >= 1) && views[0]["state"] == "succeeded",
+        format!("{swept} {}", views[0]),
+    )?;
+
+    let late = e2e.submit(json!({})).await?;
+    e2e.play_until_received(&Fault::Lose(HashSet::from([late.clone()])), &[&late])
+        .await?;
+    let view = e2e.job(&late).await?;
+    wait_past(&view["deadline"], Duration::from_millis(500)).await?;
+    let swept = e2e.sweep().await?;
+    let view = e2e.job(&late).await?;
+    e2e.check(
+        "the sweeper fails a job whose deadline passed (no infinite spinner)",
+        swept["failed"].as_u64().is_some_and(|n| n >= 1)
+            && view["state"] == "failed"
+            && slug(&view["error"]) == "deadline-exceeded",
+        format!("{swept} {view}"),
+    )?;
+
+    // ---- the report -----------------------------------------------------------------------------
+    let (status, _, report) = e2e.request(Method::GET, "/v1/report", None, &[]).await?;
+    e2e.check(
+        "the report counts the failures and sees the dead-letter queue",
+        status == 200
+            && report["counts"]["failed"].as_u64().is_some_and(|n| n >= 3)
+            && report["queue"]["dead"].as_u64().is_some_and(|n| n >= 1),
+        &report,
+    )?;
+
+    println!("checks passed: {}", e2e.passed);
+    Ok(())
+}

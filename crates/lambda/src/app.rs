@@ -1,0 +1,193 @@
+//! Building ackflow for a function, once per cold start: [`FunctionConfig`] read from the
+//! environment, the SDK clients, the adapters, the processors, the use cases ([`Function`]).
+//! Every function binary calls [`app_from_env`] first, outside its handler.
+
+use std::sync::Arc;
+
+use ackflow_aws::{AwsConfig, Clients, ConfigError, DynamoJobStore, DynamoOrderBook, SqsQueue};
+use ackflow_core::{Ackflow, PortError, SystemClock};
+use ackflow_http::{ApiState, OwnerResolver};
+use ackflow_processors::order::OrderBook;
+use ackflow_processors::registry_with;
+
+use crate::{BatchOptions, JwtOwners};
+
+/// The variables this crate reads beside [`ackflow_aws::env`], the knobs of
+/// [`ackflow_core::settings::env`] and [`crate::owner::ALLOW_ANONYMOUS`].
+pub mod env {
+    /// Serve the `demo` kind: exactly `true` turns it on; off by default on AWS (SPEC).
+    pub const DEMO: &str = "ACKFLOW_DEMO";
+    /// Records of one SQS batch handled at once by the worker (the same knob as `ackflow
+    /// serve`'s jobs processed at once); default [`crate::BatchOptions::DEFAULT_CONCURRENCY`].
+    pub const CONCURRENCY: &str = "ACKFLOW_CONCURRENCY";
+}
+
+/// Why a function could not start. Lambda reports it as an init error and tries a new
+/// instance on the next invocation; the message names the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The queue, table or knobs are misconfigured.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A variable of this crate has a value that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// The order book's stock could not be seeded.
+    #[error("could not seed the order book's stock")]
+    Seed(#[source] PortError),
+}
+
+/// Everything a function reads from its environment, read once at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionConfig {
+    /// Queue, dead-letter queue, table and the knobs.
+    pub aws: AwsConfig,
+    /// Whether the `demo` kind is served ([`env::DEMO`]).
+    pub demo: bool,
+    /// Whether requests without an authorizer are served as the anonymous owner
+    /// ([`crate::owner::ALLOW_ANONYMOUS`]).
+    pub allow_anonymous: bool,
+    /// How the worker works through a batch ([`env::CONCURRENCY`]).
+    pub batch: BatchOptions,
+}
+
+impl FunctionConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, StartupError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
+        let aws = AwsConfig::from_lookup(&lookup)?;
+        let demo = flag(&lookup, env::DEMO)?;
+        let allow_anonymous = JwtOwners::from_lookup(&lookup).allows_anonymous();
+        let concurrency = match lookup(env::CONCURRENCY).map(|v| v.trim().to_owned()) {
+            None => BatchOptions::DEFAULT_CONCURRENCY,
+            Some(v) if v.is_empty() => BatchOptions::DEFAULT_CONCURRENCY,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    StartupError::Invalid(format!(
+                        "{} must be a whole number from 1 to 1000, not {v:?}",
+                        env::CONCURRENCY
+                    ))
+                })?,
+        };
+        Ok(Self {
+            aws,
+            demo,
+            allow_anonymous,
+            batch: BatchOptions {
+                concurrency,
+                ..BatchOptions::default()
+            },
+        })
+    }
+
+    /// The owner resolver of the API functions.
+    pub fn owners(&self) -> JwtOwners {
+        if self.allow_anonymous {
+            JwtOwners::allowing_anonymous()
+        } else {
+            JwtOwners::new()
+        }
+    }
+}
+
+/// `true` or `false` (unset: `false`); anything else is refused rather than guessed.
+fn flag(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Result<bool, StartupError> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(StartupError::Invalid(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+/// ackflow, built for one function: the use cases over SQS and DynamoDB, and the configuration
+/// they were built from. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The use cases.
+    pub app: Arc<Ackflow>,
+    /// What the function read at startup.
+    pub config: Arc<FunctionConfig>,
+}
+
+impl Function {
+    /// The state of [`ackflow_http::router`] for the API functions, with owners from the JWT
+    /// authorizer ([`JwtOwners`]).
+    pub fn api_state(&self) -> ApiState {
+        let owners: Arc<dyn OwnerResolver> = Arc::new(self.config.owners());
+        ApiState::new(self.app.clone(), owners)
+    }
+}
+
+/// What every function's `main` does first: installs the JSON logs, then [`app_from_env`];
+/// a startup error is logged with its whole chain (and names the variable at fault) before it
+/// is returned to Lambda as the init error.
+pub async fn start(function: &'static str) -> Result<Function, StartupError> {
+    crate::telemetry::init_logs();
+    match app_from_env().await {
+        Ok(built) => {
+            tracing::info!(
+                function,
+                demo = built.config.demo,
+                allow_anonymous = built.config.allow_anonymous,
+                "started"
+            );
+            Ok(built)
+        }
+        Err(e) => {
+            tracing::error!(function, error = %ackflow_core::service::error_chain(&e), "could not start");
+            Err(e)
+        }
+    }
+}
+
+/// Reads [`FunctionConfig::from_env`], loads the SDK configuration once
+/// ([`Clients::from_env`]) and builds the function with [`function_from`].
+pub async fn app_from_env() -> Result<Function, StartupError> {
+    let config = FunctionConfig::from_env()?;
+    let clients = Clients::from_env().await;
+    function_from(config, &clients).await
+}
+
+/// Builds the function from a configuration and clients: the SQS queue, the DynamoDB job store
+/// and order book (its stock seeded from the catalog where absent: a few conditional writes
+/// per cold start, so a fresh deployment can take orders at once), the shipped processors
+/// (`demo` only when configured) and the system clock.
+pub async fn function_from(
+    config: FunctionConfig,
+    clients: &Clients,
+) -> Result<Function, StartupError> {
+    let queue = Arc::new(SqsQueue::new(
+        clients.sqs.clone(),
+        config.aws.queue_url.clone(),
+        config.aws.dlq_url.clone(),
+    ));
+    let store = Arc::new(DynamoJobStore::new(
+        clients.dynamo.clone(),
+        config.aws.table.clone(),
+    ));
+    let book = DynamoOrderBook::new(clients.dynamo.clone(), config.aws.table.clone());
+    book.seed().await.map_err(StartupError::Seed)?;
+    let book: Arc<dyn OrderBook> = Arc::new(book);
+    let clock = Arc::new(SystemClock);
+    let registry = registry_with(book, clock.clone(), config.demo);
+    let app = Arc::new(Ackflow::new(
+        store,
+        queue,
+        registry,
+        clock,
+        config.aws.settings.clone(),
+    ));
+    Ok(Function {
+        app,
+        config: Arc::new(config),
+    })
+}

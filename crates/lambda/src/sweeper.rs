@@ -1,0 +1,73 @@
+//! The `sweeper` function's handler: one [`Ackflow::sweep`] per scheduled invocation
+//! (EventBridge, every `ACKFLOW_SWEEP_PERIOD_SECS`). The event itself carries nothing the sweep
+//! needs, so any JSON is accepted — a manual `cargo lambda invoke` with `{}` works too.
+
+use ackflow_core::service::error_chain;
+use ackflow_core::{Ackflow, PortError, SweepReport};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{error, info};
+
+/// What one sweep did: the function's result (visible in `cargo lambda invoke` and in the
+/// Lambda console) and a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SweepSummary {
+    /// Jobs failed because their deadline passed.
+    pub failed: u32,
+    /// Jobs whose message was sent again.
+    pub resent: u32,
+    /// Expired terminal jobs deleted (0 on DynamoDB, whose TTL deletes them).
+    pub purged: u64,
+}
+
+impl From<SweepReport> for SweepSummary {
+    fn from(r: SweepReport) -> Self {
+        Self {
+            failed: r.failed,
+            resent: r.resent,
+            purged: r.purged,
+        }
+    }
+}
+
+/// The sweep could not finish: the store is unavailable. The invocation fails (EventBridge
+/// retries it, and the next period sweeps anyway); what was done before the error stays done.
+#[derive(Debug, thiserror::Error)]
+#[error("the sweep could not finish")]
+pub struct SweepError(#[source] pub PortError);
+
+impl From<SweepError> for Diagnostic {
+    fn from(error: SweepError) -> Self {
+        Diagnostic {
+            error_type: "ackflow.SweepFailed".to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Runs one sweep and logs its [`SweepSummary`].
+pub async fn sweep(app: &Ackflow, event: LambdaEvent<Value>) -> Result<SweepSummary, SweepError> {
+    let scheduled_at = event
+        .payload
+        .get("time")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match app.sweep().await {
+        Ok(report) => {
+            let summary = SweepSummary::from(report);
+            info!(
+                failed = summary.failed,
+                resent = summary.resent,
+                purged = summary.purged,
+                scheduled_at,
+                "sweep done"
+            );
+            Ok(summary)
+        }
+        Err(e) => {
+            error!(error = %error_chain(&e), scheduled_at, "sweep failed");
+            Err(SweepError(e))
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The `api` function: API Gateway routes `POST /v1/jobs` and `DELETE /v1/jobs/{id}` here.
+//! It serves them with the same Router as `ackflow serve` (so it would answer any route; the
+//! split between `api` and `status` is only API Gateway's routing and IAM: this one may send
+//! to the queue, `status` may not).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // Configuration read and clients built once per cold start, outside the handler.
+    let function = ackflow_lambda::start("api").await?;
+    lambda_http::run(ackflow_http::router(function.api_state())).await
+}

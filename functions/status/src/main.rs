@@ -1,0 +1,11 @@
+//! The `status` function: API Gateway routes every `GET` here — `/v1/jobs/{id}` (with the
+//! long-poll `?wait=`), `/v1/jobs`, `/v1/report`, `/` and `/openapi.json` — served by the same
+//! Router as `ackflow serve`. Its timeout sits above the long-poll cap and under API Gateway's
+//! 30 s.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // Configuration read and clients built once per cold start, outside the handler.
+    let function = ackflow_lambda::start("status").await?;
+    lambda_http::run(ackflow_http::router(function.api_state())).await
+}

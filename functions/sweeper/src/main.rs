@@ -1,0 +1,12 @@
+//! The `sweeper` function: an EventBridge schedule invokes it every sweep period; each
+//! invocation runs one sweep (deadlines, lost messages, expired jobs). Any event is accepted.
+
+use lambda_runtime::service_fn;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    // Configuration read and clients built once per cold start, outside the handler.
+    let function = ackflow_lambda::start("sweeper").await?;
+    let app = function.app.as_ref();
+    lambda_runtime::run(service_fn(|event| ackflow_lambda::sweep(app, event))).await
+}
