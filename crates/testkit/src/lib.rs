@@ -167,34 +167,31 @@ pub struct OrderBookFixture<G = ()> {
 /// behaviour is waiting, so this takes as long as the slowest one instead of their sum. A
 /// failure names the behaviour.
 ///
-/// Attributes written before the fixture go on every generated test, so a suite that needs an
-/// outside service can be skipped by default:
-/// `queue_contract_tests!(#[ignore = "needs moto server"] together: fresh)`. The same holds for
-/// every macro of this crate.
+/// Attributes written before the fixture go on every generated test, for instance
+/// `queue_contract_tests!(#[ignore = "needs moto server"] together: fresh)`.
 #[macro_export]
 macro_rules! queue_contract_tests {
-    ($(#[$attr:meta])* together: $fresh:path) => {
-        $crate::__queue_behaviours!(together [$(#[$attr])*] $fresh);
-    };
-    ($(#[$attr:meta])* $fresh:path) => {
-        $crate::__queue_behaviours!(each [$(#[$attr])*] $fresh);
-    };
     (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
-        $(
-            $crate::__contract_test!($attrs $name {
-                let fixture = $fresh().await;
-                $crate::queue::$name(
-                    &*fixture.queue,
-                    fixture.max_receive_count,
-                    &*fixture.harness,
-                )
-                .await;
-                drop(fixture);
-            });
-        )+
+        $( $crate::queue_contract_tests!(@one $attrs $fresh; $name); )+
     };
-    (@together $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
-        $crate::__contract_test!($attrs every_queue_behaviour {
+    (@one [$($attrs:tt)*] $fresh:path; $name:ident) => {
+        $($attrs)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let fixture = $fresh().await;
+            $crate::queue::$name(
+                &*fixture.queue,
+                fixture.max_receive_count,
+                &*fixture.harness,
+            )
+            .await;
+            drop(fixture);
+        }
+    };
+    (@together [$($attrs:tt)*] $fresh:path; $($name:ident),+ $(,)?) => {
+        $($attrs)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_queue_behaviour() {
             let mut running = ::tokio::task::JoinSet::new();
             let mut names = ::std::collections::HashMap::new();
             $(
@@ -217,19 +214,13 @@ macro_rules! queue_contract_tests {
                 }
             }
             assert!(failed.is_empty(), "failed behaviours: {failed:?}");
-        });
+        }
     };
-}
-
-/// One generated test: the attributes (a bracketed list, passed as one token tree so that it
-/// can be repeated for every behaviour), then `#[tokio::test]`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __contract_test {
-    ([$(#[$attr:meta])*] $name:ident $body:block) => {
-        $(#[$attr])*
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() $body
+    ($(#[$attr:meta])* together: $fresh:path) => {
+        $crate::__queue_behaviours!([$(#[$attr])*] together $fresh);
+    };
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::__queue_behaviours!([$(#[$attr])*] each $fresh);
     };
 }
 
@@ -237,8 +228,8 @@ macro_rules! __contract_test {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __queue_behaviours {
-    ($mode:ident $attrs:tt $fresh:path) => {
-        $crate::queue_contract_tests!(@$mode $attrs $fresh;
+    ([$($attrs:tt)*] $mode:ident $fresh:path) => {
+        $crate::queue_contract_tests!(@$mode [$($attrs)*] $fresh;
             a_sent_message_is_received_with_its_body_and_attributes_then_deleted,
             a_received_message_is_invisible_until_its_visibility_timeout_then_returns_counted,
             change_visibility_postpones_a_message,
@@ -258,8 +249,21 @@ macro_rules! __queue_behaviours {
 
 /// One `#[tokio::test]` per job-store behaviour of [`store`] (all but the purge, see
 /// [`store_purge_tests!`]), each on a fresh [`StoreFixture`] from the given `async fn`.
+/// Attributes written before the fixture go on every generated test.
 #[macro_export]
 macro_rules! store_contract_tests {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
+        $( $crate::store_contract_tests!(@one $attrs $fresh; $name); )+
+    };
+    (@one [$($attrs:tt)*] $fresh:path; $name:ident) => {
+        $($attrs)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let fixture = $fresh().await;
+            $crate::store::$name(&*fixture.store, &*fixture.harness).await;
+            drop(fixture);
+        }
+    };
     ($(#[$attr:meta])* $fresh:path) => {
         $crate::store_contract_tests!(@each [$(#[$attr])*] $fresh;
             a_created_job_reads_back_with_its_input,
@@ -277,15 +281,6 @@ macro_rules! store_contract_tests {
             due_for_sweep_returns_only_open_jobs_whose_time_has_come,
         );
     };
-    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
-        $(
-            $crate::__contract_test!($attrs $name {
-                let fixture = $fresh().await;
-                $crate::store::$name(&*fixture.store, &*fixture.harness).await;
-                drop(fixture);
-            });
-        )+
-    };
 }
 
 /// The purge behaviours of [`store`], apart because a backend whose items expire by
@@ -301,9 +296,22 @@ macro_rules! store_purge_tests {
 }
 
 /// One `#[tokio::test]` per order-book behaviour of [`orders`], each on a fresh
-/// [`OrderBookFixture`] from the given `async fn`.
+/// [`OrderBookFixture`] from the given `async fn`. Attributes written before the fixture go on
+/// every generated test.
 #[macro_export]
 macro_rules! order_book_contract_tests {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
+        $( $crate::order_book_contract_tests!(@one $attrs $fresh; $name); )+
+    };
+    (@one [$($attrs:tt)*] $fresh:path; $name:ident) => {
+        $($attrs)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let fixture = $fresh().await;
+            $crate::orders::$name(::std::sync::Arc::clone(&fixture.book)).await;
+            drop(fixture);
+        }
+    };
     ($(#[$attr:meta])* $fresh:path) => {
         $crate::order_book_contract_tests!(@each [$(#[$attr])*] $fresh;
             a_reservation_takes_its_quantities_from_stock,
@@ -314,14 +322,5 @@ macro_rules! order_book_contract_tests {
             concurrent_reservations_never_oversell,
             confirming_an_order_again_changes_nothing,
         );
-    };
-    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
-        $(
-            $crate::__contract_test!($attrs $name {
-                let fixture = $fresh().await;
-                $crate::orders::$name(::std::sync::Arc::clone(&fixture.book)).await;
-                drop(fixture);
-            });
-        )+
     };
 }
