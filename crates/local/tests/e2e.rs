@@ -1,6 +1,9 @@
 //! End to end through the real `ackflow` binary: start `serve` on port 0 with a temporary data
 //! directory, drive it over HTTP, kill it with SIGKILL and start it again.
 
+// Test code: a failed expectation is a failed test, and its message says which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

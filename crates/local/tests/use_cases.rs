@@ -1,6 +1,9 @@
 //! The use cases of `ackflow-core`, driven against the real SQLite adapters in a temporary
 //! directory, with a clock the tests move by hand.
 
+// Test code: a failed expectation is a failed test, and its message says which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
