@@ -191,3 +191,71 @@ pub async fn function_from(
         config: Arc::new(config),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<FunctionConfig, StartupError> {
+        let mut map: HashMap<String, String> = [
+            (ackflow_aws::env::QUEUE_URL, "http://127.0.0.1:5000/1/jobs"),
+            (
+                ackflow_aws::env::DLQ_URL,
+                "http://127.0.0.1:5000/1/jobs-dlq",
+            ),
+            (ackflow_aws::env::TABLE, "ackflow"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        FunctionConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn on_aws_demo_and_anonymous_access_are_off_unless_configured() {
+        let config = from(&[]).expect("valid");
+        assert!(!config.demo);
+        assert!(!config.allow_anonymous);
+        assert!(!config.owners().allows_anonymous());
+        assert_eq!(config.batch, BatchOptions::default());
+
+        let config =
+            from(&[(env::DEMO, "true"), (crate::owner::ALLOW_ANONYMOUS, "true")]).expect("valid");
+        assert!(config.demo);
+        assert!(config.owners().allows_anonymous());
+    }
+
+    #[test]
+    fn a_flag_that_is_neither_true_nor_false_is_refused_naming_it() {
+        for value in ["yes", "1", "TRUE "] {
+            let e = from(&[(env::DEMO, value)]).expect_err("refused");
+            assert!(e.to_string().contains(env::DEMO), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_batch_concurrency_is_read_and_bounded() {
+        let config = from(&[(env::CONCURRENCY, "3")]).expect("valid");
+        assert_eq!(config.batch.concurrency, 3);
+        for bad in ["0", "-1", "many", "1001"] {
+            let e = from(&[(env::CONCURRENCY, bad)]).expect_err("refused");
+            assert!(e.to_string().contains(env::CONCURRENCY), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_queue_variable_or_a_bad_knob_is_named() {
+        let e = FunctionConfig::from_lookup(|_| None).expect_err("refused");
+        assert!(e.to_string().contains(ackflow_aws::env::QUEUE_URL), "{e}");
+        let e = from(&[(ackflow_core::settings::env::MAX_ATTEMPTS, "0")]).expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains(ackflow_core::settings::env::MAX_ATTEMPTS),
+            "{e}"
+        );
+    }
+}
