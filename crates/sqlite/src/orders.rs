@@ -2,7 +2,9 @@
 //! decrements in one transaction, confirmed orders stored once.
 
 use ackflow_core::{async_trait, JobId, PortError};
-use ackflow_processors::order::{ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
+use ackflow_processors::order::{
+    merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::db::{write_tx, Db, DbError};
@@ -50,19 +52,6 @@ enum Refusal {
     UnknownSku(String),
 }
 
-/// Lines of the same SKU, merged (the port promises distinct SKUs; merging makes a careless
-/// caller safe instead of failing on the reservation's key). First appearance keeps its place.
-fn merged(lines: &[OrderLine]) -> Vec<(String, u32)> {
-    let mut out: Vec<(String, u32)> = Vec::with_capacity(lines.len());
-    for line in lines {
-        match out.iter_mut().find(|(sku, _)| *sku == line.sku) {
-            Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
-            None => out.push((line.sku.clone(), line.quantity)),
-        }
-    }
-    out
-}
-
 fn reserve(
     conn: &mut Connection,
     order_id: &str,
@@ -108,7 +97,7 @@ fn reserve(
 #[async_trait]
 impl OrderBook for SqliteOrderBook {
     async fn reserve(&self, order_id: JobId, lines: &[OrderLine]) -> Result<(), ReserveError> {
-        let lines = merged(lines);
+        let lines = merge_lines(lines);
         let outcome = self
             .db
             .call("reserve stock", move |c| {

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ackflow_core::{async_trait, JobId, PortError};
-use ackflow_processors::order::{ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
+use ackflow_processors::order::{
+    merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG,
+};
 use aws_sdk_dynamodb::types::{
     Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -37,19 +39,6 @@ fn stock_pk(sku: &str) -> String {
 
 fn order_pk(id: JobId) -> String {
     format!("ORDER#{id}")
-}
-
-/// Lines of the same SKU, merged (as SQLite's order book does): one transaction cannot touch
-/// the same stock item twice.
-fn merged(lines: &[OrderLine]) -> Vec<(String, u32)> {
-    let mut out: Vec<(String, u32)> = Vec::with_capacity(lines.len());
-    for line in lines {
-        match out.iter_mut().find(|(sku, _)| *sku == line.sku) {
-            Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
-            None => out.push((line.sku.clone(), line.quantity)),
-        }
-    }
-    out
 }
 
 fn available_of(item: &Item) -> Option<u32> {
@@ -117,7 +106,7 @@ impl OrderBook for DynamoOrderBook {
     /// already reserved and nothing more is taken; when a line is short nothing is taken.
     async fn reserve(&self, order_id: JobId, lines: &[OrderLine]) -> Result<(), ReserveError> {
         const WHAT: &str = "reserve stock";
-        let lines = merged(lines);
+        let lines = merge_lines(lines);
         if lines.len() > MAX_LINES {
             return Err(unexpected(
                 WHAT,

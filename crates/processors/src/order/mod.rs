@@ -14,5 +14,5 @@ mod processor;
 
 pub use catalog::{item, CatalogItem, CATALOG};
 pub use input::OrderInput;
-pub use port::{ConfirmedOrder, OrderBook, OrderLine, PricedLine, ReserveError};
+pub use port::{merge_lines, ConfirmedOrder, OrderBook, OrderLine, PricedLine, ReserveError};
 pub use processor::OrderProcessor;

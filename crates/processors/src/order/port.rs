@@ -67,6 +67,20 @@ pub enum ReserveError {
     Port(#[from] PortError),
 }
 
+/// `lines` with the quantities of repeated SKUs summed, each SKU once, in order of first
+/// appearance. The port promises distinct SKUs; adapters merge anyway, so that a careless caller
+/// is served instead of failing on a reservation key (one transaction cannot touch an item twice).
+pub fn merge_lines(lines: &[OrderLine]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        match out.iter_mut().find(|(sku, _)| *sku == line.sku) {
+            Some((_, quantity)) => *quantity = quantity.saturating_add(line.quantity),
+            None => out.push((line.sku.clone(), line.quantity)),
+        }
+    }
+    out
+}
+
 /// Stock and orders.
 #[async_trait]
 pub trait OrderBook: Send + Sync + std::fmt::Debug {
