@@ -20,7 +20,7 @@
 //!
 //! # Running the suites against a backend
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh_queue() -> QueueFixture<TempDir> { /* a new, empty queue */ }
 //!
 //! mod queue_contract {
