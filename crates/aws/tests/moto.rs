@@ -331,6 +331,7 @@ async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
         input,
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("key")),
         correlation_id: CorrelationId::random(),
+        trace_header: None,
     };
 
     let demo = app

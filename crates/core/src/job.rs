@@ -428,6 +428,10 @@ pub mod attributes {
     pub const SCHEMA: &str = "ackflow-schema";
     /// The correlation id.
     pub const CORRELATION_ID: &str = "ackflow-correlation-id";
+    /// The X-Ray trace header of the request that sent it ([`crate::TraceHeader`]). The SQS
+    /// adapter carries it as the message's `AWSTraceHeader` system attribute (so Lambda links
+    /// the worker's trace), other queues as an ordinary attribute.
+    pub const TRACE_HEADER: &str = "ackflow-trace-header";
 }
 
 impl Envelope {

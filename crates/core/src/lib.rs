@@ -16,6 +16,7 @@
 //! - [`service`]: the use cases on [`Ackflow`]: accept, handle a delivery, status, cancel, list,
 //!   report, sweep.
 //! - [`settings`]: the knobs, with the same meaning on every runtime.
+//! - [`telemetry`]: the log line and metric of every job event, and the X-Ray [`TraceHeader`].
 
 pub mod canonical;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod processor;
 pub mod report;
 pub mod service;
 pub mod settings;
+pub mod telemetry;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
@@ -46,3 +48,4 @@ pub use service::{
     AcceptError, Accepted, Ackflow, Disposition, JobError, JobStatus, Submission, SweepReport,
 };
 pub use settings::{Settings, SettingsError};
+pub use telemetry::{InvalidTraceHeader, TraceHeader};

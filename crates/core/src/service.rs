@@ -10,16 +10,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
 use serde_json::Value;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument as _};
 
 use crate::canonical::body_hash;
 use crate::job::attributes;
 use crate::report::{Deltas, Report};
+use crate::telemetry;
 use crate::{
     Change, Clock, CorrelationId, Created, Delivery, Envelope, FieldError, IdempotencyKey,
     IdempotencyRecord, IllegalTransition, Job, JobContext, JobId, JobState, Kind, ListQuery,
     NewJob, OutgoingMessage, Owner, Page, PortError, Problem, Progress, ProgressSink, Queue,
-    Registry, Settings, Timestamp, WriteError, SCHEMA_VERSION,
+    Registry, Settings, Timestamp, TraceHeader, WriteError, SCHEMA_VERSION,
 };
 
 /// A request to do work.
@@ -35,6 +36,9 @@ pub struct Submission {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The request's correlation id.
     pub correlation_id: CorrelationId,
+    /// The request's X-Ray trace header, if any: the job's message carries it, so that the
+    /// worker's trace is linked to the request's.
+    pub trace_header: Option<TraceHeader>,
 }
 
 /// An accepted job.
@@ -220,6 +224,7 @@ impl Ackflow {
             input,
             idempotency_key,
             correlation_id,
+            trace_header,
         } = submission;
         let unknown = || AcceptError::UnknownKind {
             kind: kind.clone(),
@@ -255,8 +260,8 @@ impl Ackflow {
             })?;
         match created {
             Created::New => {
-                info!(job_id = %job.id, kind = %job.kind, correlation_id = %job.correlation_id, "job accepted");
-                self.enqueue_new(job).await
+                telemetry::accepted(&job);
+                self.enqueue_new(job, trace_header.as_ref()).await
             }
             Created::Existing {
                 same_body: false, ..
@@ -286,7 +291,7 @@ impl Ackflow {
                                 other.to_string(),
                             )),
                         })?;
-                    return self.enqueue_new(reopened).await;
+                    return self.enqueue_new(reopened, trace_header.as_ref()).await;
                 }
                 debug!(job_id = %existing.id, "idempotent replay");
                 let retry_after = self.retry_after(&existing).await;
@@ -301,8 +306,12 @@ impl Ackflow {
 
     /// Sends the message of a just-recorded job; when that fails, fails the job so that it does
     /// not linger, and reports the queue as unavailable.
-    async fn enqueue_new(&self, job: Job) -> Result<Accepted, AcceptError> {
-        match self.send(&job, Duration::ZERO).await {
+    async fn enqueue_new(
+        &self,
+        job: Job,
+        trace_header: Option<&TraceHeader>,
+    ) -> Result<Accepted, AcceptError> {
+        match self.send_traced(&job, Duration::ZERO, trace_header).await {
             Ok(()) => {
                 let retry_after = self.retry_after(&job).await;
                 Ok(Accepted {
@@ -327,11 +336,29 @@ impl Ackflow {
     }
 
     async fn send(&self, job: &Job, delay: Duration) -> Result<(), PortError> {
+        self.send_traced(job, delay, None).await
+    }
+
+    /// Sends the message of `job`'s current generation, with the trace header of the request
+    /// that caused it, when there is one.
+    async fn send_traced(
+        &self,
+        job: &Job,
+        delay: Duration,
+        trace_header: Option<&TraceHeader>,
+    ) -> Result<(), PortError> {
         let envelope = Envelope::for_job(job);
+        let mut attributes = envelope.attributes();
+        if let Some(trace) = trace_header {
+            attributes.push((
+                attributes::TRACE_HEADER.to_owned(),
+                trace.as_str().to_owned(),
+            ));
+        }
         self.queue
             .send(OutgoingMessage {
                 body: envelope.to_body(),
-                attributes: envelope.attributes(),
+                attributes,
                 delay,
             })
             .await
@@ -444,10 +471,7 @@ impl Ackflow {
                 return Err(JobError::WrongState(job.state));
             }
             match self.write(&job, Change::Cancel, None).await {
-                Ok(cancelled) => {
-                    info!(job_id = %id, "job cancelled");
-                    return Ok(cancelled);
-                }
+                Ok(cancelled) => return Ok(cancelled),
                 Err(TransitionError::Conflict | TransitionError::Illegal(_)) => continue,
                 Err(TransitionError::Port(e)) => return Err(JobError::Unavailable(e)),
             }
@@ -503,7 +527,22 @@ impl Ackflow {
             }
             Err(Undecodable::Corrupt(why)) => return self.poison(delivery, why).await,
         };
-        match self.handle_envelope(&envelope).await {
+        // Every line about this delivery carries the job, its request's correlation id and the
+        // trace header it came with; kind and attempt are filled in once the job is read.
+        let span = tracing::info_span!(
+            "job",
+            job_id = %envelope.job,
+            correlation_id = %envelope.correlation_id,
+            generation = envelope.generation,
+            kind = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            trace_header = tracing::field::Empty,
+        );
+        if let Some(trace) = delivery.trace_header() {
+            span.record("trace_header", trace.as_str());
+        }
+        debug!(parent: &span, message_id = %delivery.message_id, receive_count = delivery.receive_count, "delivery received");
+        match self.handle_envelope(&envelope).instrument(span).await {
             Ok(disposition) => disposition,
             Err(e) => {
                 warn!(job_id = %envelope.job, error = %error_chain(&e), "store unavailable; the message will come back");
@@ -524,6 +563,7 @@ impl Ackflow {
             .get(attributes::JOB_ID)
             .and_then(|id| id.parse::<JobId>().ok());
         error!(message_id = %delivery.message_id, job_id = ?id, %why, "unreadable message");
+        telemetry::dead_lettered(delivery, id);
         if let (Some(owner), Some(id)) = (owner, id) {
             if let Err(e) = self
                 .fail_open_job(&owner, id, Problem::unreadable_message())
@@ -564,6 +604,9 @@ impl Ackflow {
                 info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
                 return Ok(Disposition::Delete);
             };
+            let span = tracing::Span::current();
+            span.record("kind", job.kind.as_str());
+            span.record("attempt", job.attempts);
             if envelope.generation != job.generation {
                 debug!(job_id = %job.id, "message of another generation; dropping it");
                 return Ok(Disposition::Delete);
@@ -598,7 +641,10 @@ impl Ackflow {
                     .await;
             }
             match self.write(&job, Change::Start, None).await {
-                Ok(running) => return self.run_attempt(running).await,
+                Ok(running) => {
+                    span.record("attempt", running.attempts);
+                    return self.run_attempt(running).await;
+                }
                 Err(TransitionError::Port(e)) => return Err(e),
                 Err(TransitionError::Conflict | TransitionError::Illegal(_)) => continue,
             }
@@ -682,14 +728,10 @@ impl Ackflow {
                         Disposition::Delete,
                     )
                 } else {
-                    info!(job_id = %id, attempt = current.attempts, "job succeeded");
                     (Change::Succeed, Some(result), Disposition::Delete)
                 }
             }
-            Outcome::Rejected(problem) => {
-                info!(job_id = %id, problem = %problem.type_, "job rejected");
-                (Change::Fail(problem), None, Disposition::Delete)
-            }
+            Outcome::Rejected(problem) => (Change::Fail(problem), None, Disposition::Delete),
             Outcome::Transient(why) if current.attempts >= current.max_attempts => {
                 warn!(job_id = %id, attempt = current.attempts, %why, "last attempt failed; failing the job");
                 (
@@ -815,7 +857,10 @@ impl Ackflow {
         let after = job.apply(change, self.clock.now(), &self.settings)?;
         let deltas = Deltas::between(job, &after);
         match self.store.update(job, &after, result, &deltas).await {
-            Ok(()) => Ok(after),
+            Ok(()) => {
+                telemetry::transition(job, &after);
+                Ok(after)
+            }
             Err(WriteError::Conflict) => Err(TransitionError::Conflict),
             Err(WriteError::Port(e)) => Err(TransitionError::Port(e)),
         }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use ackflow_core::{CorrelationId, FieldError, IdempotencyKey, JobId, Owner, Problem};
+use ackflow_core::{CorrelationId, FieldError, IdempotencyKey, JobId, Owner, Problem, TraceHeader};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
@@ -18,6 +18,9 @@ use crate::ApiState;
 
 /// Name of the header that carries the correlation id, in and out.
 pub const X_CORRELATION_ID: &str = "x-correlation-id";
+/// Name of the header that carries the X-Ray trace header (API Gateway sets it; on Lambda the
+/// function's own trace id takes its place, see `ackflow_lambda::telemetry`).
+pub const X_AMZN_TRACE_ID: &str = "x-amzn-trace-id";
 /// Name of the header that carries the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -52,6 +55,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Correlation {
                 .cloned()
                 .unwrap_or_else(CorrelationId::random),
         ))
+    }
+}
+
+/// The request's X-Ray trace header (set by the middleware from a well-formed `X-Amzn-Trace-Id`;
+/// anything else is ignored, never refused).
+#[derive(Debug, Clone)]
+pub struct Trace(pub Option<TraceHeader>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Trace {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.extensions.get::<TraceHeader>().cloned()))
     }
 }
 

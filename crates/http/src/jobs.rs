@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::error::{retry_after_value, ApiError};
-use crate::extract::{self, bad_param, Caller, Correlation, IfNoneMatch, JobPath, QueryParams};
+use crate::extract::{
+    self, bad_param, Caller, Correlation, IfNoneMatch, JobPath, QueryParams, Trace,
+};
 use crate::view::{job_path, JobList, JobView, ProblemSchema, Submit};
 use crate::ApiState;
 
@@ -73,6 +75,7 @@ pub(crate) async fn submit(
     State(state): State<ApiState>,
     Caller(owner): Caller,
     Correlation(correlation_id): Correlation,
+    Trace(trace_header): Trace,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -90,6 +93,7 @@ pub(crate) async fn submit(
             input,
             idempotency_key,
             correlation_id,
+            trace_header,
         })
         .await?;
     Ok(accepted_response(&accepted))

@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use ackflow_core::{CorrelationId, Problem};
+use ackflow_core::{CorrelationId, Problem, TraceHeader};
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -13,10 +13,11 @@ use futures_util::FutureExt as _;
 use tracing::Instrument as _;
 
 use crate::error::problem_response;
-use crate::extract::X_CORRELATION_ID;
+use crate::extract::{X_AMZN_TRACE_ID, X_CORRELATION_ID};
 
 /// Adopts the request's `X-Correlation-Id` when it is valid (else makes one), runs the request
-/// inside a span that carries it, and echoes it on the response, whatever the response is.
+/// inside a span that carries it (and the X-Ray trace header, when the request has a well-formed
+/// one), and echoes it on the response, whatever the response is.
 pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -25,12 +26,22 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
         .and_then(|v| CorrelationId::parse(v).ok())
         .unwrap_or_else(CorrelationId::random);
     request.extensions_mut().insert(id.clone());
+    let trace = request
+        .headers()
+        .get(X_AMZN_TRACE_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TraceHeader::parse(v).ok());
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         correlation_id = %id,
+        trace_header = tracing::field::Empty,
     );
+    if let Some(trace) = trace {
+        span.record("trace_header", trace.as_str());
+        request.extensions_mut().insert(trace);
+    }
     let started = Instant::now();
     let mut response = async move {
         match AssertUnwindSafe(next.run(request)).catch_unwind().await {

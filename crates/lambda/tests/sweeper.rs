@@ -46,6 +46,7 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
             input: json!({}),
             idempotency_key: None,
             correlation_id: CorrelationId::random(),
+            trace_header: None,
         })
         .await
         .expect("accepted");

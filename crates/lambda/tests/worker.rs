@@ -202,6 +202,7 @@ impl Harness {
                 input,
                 idempotency_key: None,
                 correlation_id: CorrelationId::random(),
+                trace_header: None,
             })
             .await
             .expect("accepted");

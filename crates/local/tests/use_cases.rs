@@ -124,6 +124,7 @@ impl World {
                 input,
                 idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("valid key")),
                 correlation_id: CorrelationId::random(),
+                trace_header: None,
             })
             .await
     }
