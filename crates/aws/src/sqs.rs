@@ -5,13 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ackflow_core::job::attributes::TRACE_HEADER;
 use ackflow_core::{
     async_trait, Clock, DeadLetter, Delivery, OutgoingMessage, PortError, Queue, QueueDepth,
     Receipt, SystemClock, Timestamp,
 };
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
-    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    Message, MessageAttributeValue, MessageSystemAttributeName, MessageSystemAttributeNameForSends,
+    MessageSystemAttributeValue, QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
 use tracing::warn;
@@ -97,6 +99,21 @@ impl SqsQueue {
             .message_body(body)
             .delay_seconds(whole_secs(delay, MAX_DELAY_SECS));
         for (name, value) in attributes {
+            if name == TRACE_HEADER {
+                // Not a message attribute: SQS's own `AWSTraceHeader` system attribute, which
+                // Lambda's event source reads to link the worker's trace to the sender's (and
+                // which does not count against the ten message attributes).
+                let trace = MessageSystemAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(value)
+                    .build()
+                    .map_err(|e| build_failed(what, e))?;
+                request = request.message_system_attributes(
+                    MessageSystemAttributeNameForSends::AwsTraceHeader,
+                    trace,
+                );
+                continue;
+            }
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
@@ -216,12 +233,21 @@ fn delivery(message: Message) -> Option<Delivery> {
         // Asked for every system attribute: a missing count is SQS's omission; this is at
         // least the first receive.
         .unwrap_or(1);
-    let attributes: BTreeMap<String, String> = message
+    let mut attributes: BTreeMap<String, String> = message
         .message_attributes
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(name, value)| value.string_value.map(|v| (name, v)))
         .collect();
+    // The trace header travels as a system attribute (see `send_to`); the core reads it among
+    // the message's attributes, as on every queue.
+    if let Some(trace) = message
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
+    {
+        attributes.insert(TRACE_HEADER.to_owned(), trace.clone());
+    }
     match (message.message_id, message.receipt_handle) {
         (Some(message_id), Some(receipt)) => Some(Delivery {
             message_id,
@@ -316,8 +342,10 @@ impl Queue for SqsQueue {
             (ORIGINAL_MESSAGE_ID, delivery.message_id.clone()),
         ];
         for (name, value) in marks {
-            // The message's own attributes come first: add ours only where there is room.
-            if attributes.len() < MAX_ATTRIBUTES {
+            // The message's own attributes come first: add ours only where there is room
+            // (the trace header is a system attribute: it takes no room).
+            let used = attributes.keys().filter(|k| *k != TRACE_HEADER).count();
+            if used < MAX_ATTRIBUTES {
                 attributes.entry(name.to_owned()).or_insert(value);
             }
         }
