@@ -10,6 +10,7 @@ use ackflow_http::{ApiState, OwnerResolver};
 use ackflow_processors::order::OrderBook;
 use ackflow_processors::registry_with;
 
+use crate::telemetry::MetricsConfig;
 use crate::{BatchOptions, JwtOwners};
 
 /// The variables this crate reads beside [`ackflow_aws::env`], the knobs of
@@ -20,6 +21,8 @@ pub mod env {
     /// Records of one SQS batch handled at once by the worker (the same knob as `ackflow
     /// serve`'s jobs processed at once); default [`crate::BatchOptions::DEFAULT_CONCURRENCY`].
     pub const CONCURRENCY: &str = "ACKFLOW_CONCURRENCY";
+    /// The CloudWatch namespace of the metrics (see [`crate::telemetry::MetricsConfig`]).
+    pub const METRICS_NAMESPACE: &str = crate::telemetry::METRICS_NAMESPACE;
 }
 
 /// Why a function could not start. Lambda reports it as an init error and tries a new
@@ -49,6 +52,8 @@ pub struct FunctionConfig {
     pub allow_anonymous: bool,
     /// How the worker works through a batch ([`env::CONCURRENCY`]).
     pub batch: BatchOptions,
+    /// Where the metrics go ([`env::METRICS_NAMESPACE`]).
+    pub metrics: MetricsConfig,
 }
 
 impl FunctionConfig {
@@ -76,10 +81,13 @@ impl FunctionConfig {
                     ))
                 })?,
         };
+        let metrics = MetricsConfig::from_lookup(&lookup)
+            .map_err(|e| StartupError::Invalid(e.to_string()))?;
         Ok(Self {
             aws,
             demo,
             allow_anonymous,
+            metrics,
             batch: BatchOptions {
                 concurrency,
                 ..BatchOptions::default()
@@ -127,13 +135,17 @@ impl Function {
     }
 }
 
-/// What every function's `main` does first: installs the JSON logs, then [`app_from_env`];
-/// a startup error is logged with its whole chain (and names the variable at fault) before it
-/// is returned to Lambda as the init error.
+/// What every function's `main` does first: installs the JSON logs, then [`app_from_env`],
+/// then the metrics recorder; a startup error is logged with its whole chain (and names the
+/// variable at fault) before it is returned to Lambda as the init error.
 pub async fn start(function: &'static str) -> Result<Function, StartupError> {
     crate::telemetry::init_logs();
     match app_from_env().await {
         Ok(built) => {
+            if let Err(e) = crate::telemetry::init_metrics(&built.config.metrics) {
+                // Metrics are not worth refusing to work for; the logs still say everything.
+                tracing::error!(function, error = %e, "metrics are off");
+            }
             tracing::info!(
                 function,
                 demo = built.config.demo,

@@ -15,7 +15,8 @@
 //! - [`app`]: [`app_from_env`] — configuration read once, SDK clients built once, the
 //!   adapters of `ackflow-aws`, the shipped processors, the use cases.
 //! - [`sweeper`]: the `sweeper` function's handler.
-//! - [`telemetry`]: JSON logs for CloudWatch.
+//! - [`telemetry`]: JSON logs for CloudWatch, EMF metrics flushed per invocation, the X-Ray
+//!   trace header adopted from the invocation.
 
 pub mod app;
 pub mod owner;
@@ -30,4 +31,4 @@ pub use sqs::{
     RecordOutcome,
 };
 pub use sweeper::{sweep, SweepError, SweepSummary};
-pub use telemetry::init_logs;
+pub use telemetry::{flush_metrics, flushing, init_logs, init_metrics, instrument_router};

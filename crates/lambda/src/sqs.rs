@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use ackflow_core::job::attributes::TRACE_HEADER;
 use ackflow_core::service::error_chain;
 use ackflow_core::{Ackflow, Delivery, Disposition, Receipt, Timestamp};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
@@ -135,9 +136,11 @@ impl From<BatchError> for Diagnostic {
 }
 
 /// Reads one record of an SQS event into a [`Delivery`]: message id, receipt handle, body,
-/// string message attributes (binary ones are skipped: ackflow sends none) and
+/// string message attributes (binary ones are skipped: ackflow sends none),
 /// `ApproximateReceiveCount` from the system attributes (1 when missing or unreadable: it only
-/// informs logs, the job's attempts are counted by the store). A missing body reads as empty,
+/// informs logs, the job's attempts are counted by the store) and the `AWSTraceHeader` system
+/// attribute, as the core's trace header attribute
+/// (`ackflow_core::job::attributes::TRACE_HEADER`). A missing body reads as empty,
 /// which the core treats as an unreadable (poison) message.
 pub fn delivery_from_record(record: Value) -> Result<Delivery, RecordError> {
     let message_id = record
@@ -157,11 +160,14 @@ pub fn delivery_from_record(record: Value) -> Result<Delivery, RecordError> {
         .ok_or_else(|| RecordError::NoReceiptHandle {
             message_id: message_id.clone(),
         })?;
-    let attributes: BTreeMap<String, String> = message
+    let mut attributes: BTreeMap<String, String> = message
         .message_attributes
         .into_iter()
         .filter_map(|(name, attribute)| attribute.string_value.map(|value| (name, value)))
         .collect();
+    if let Some(trace) = message.attributes.get("AWSTraceHeader") {
+        attributes.insert(TRACE_HEADER.to_owned(), trace.clone());
+    }
     let receive_count = message
         .attributes
         .get("ApproximateReceiveCount")

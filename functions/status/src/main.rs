@@ -7,5 +7,8 @@
 async fn main() -> Result<(), lambda_http::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
     let function = ackflow_lambda::start("status").await?;
-    lambda_http::run(ackflow_http::router(function.api_state())).await
+    // Instrumented like `api` (it records no job events today, but a redrive or a cancel
+    // routed here would).
+    let router = ackflow_lambda::instrument_router(ackflow_http::router(function.api_state()));
+    lambda_http::run(router).await
 }

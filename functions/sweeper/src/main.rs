@@ -8,5 +8,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
     let function = ackflow_lambda::start("sweeper").await?;
     let app = function.app.as_ref();
-    lambda_runtime::run(service_fn(|event| ackflow_lambda::sweep(app, event))).await
+    // Metrics (jobs it fails past their deadline) are flushed at the end of each invocation.
+    lambda_runtime::run(service_fn(|event| {
+        ackflow_lambda::flushing(ackflow_lambda::sweep(app, event))
+    }))
+    .await
 }

@@ -10,8 +10,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let function = ackflow_lambda::start("worker").await?;
     let app = function.app.as_ref();
     let options = &function.config.batch;
+    // Metrics are flushed at the end of each invocation, before Lambda may freeze the sandbox.
     lambda_runtime::run(service_fn(|event| {
-        ackflow_lambda::process_batch(app, event, options)
+        ackflow_lambda::flushing(ackflow_lambda::process_batch(app, event, options))
     }))
     .await
 }

@@ -1,0 +1,145 @@
+//! One job's whole path as the Lambda functions run it, in one process: the `api` function's
+//! Router (as [`ackflow_lambda::instrument_router`] makes it) with a Lambda invocation context on
+//! each request, the job's message taken from the queue and handed to the worker's batch lifter
+//! as an SQS event record — with `AWSTraceHeader` among its system attributes, as SQS delivers
+//! it. SQLite stands in for DynamoDB and SQS (the same use cases run on both).
+
+// The harness's helpers are test code too; clippy's test exemption only sees `#[test]` functions.
+#![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_core::job::attributes::TRACE_HEADER;
+use ackflow_core::{Ackflow, Clock, Delivery, Queue, Settings, SystemClock};
+use ackflow_http::{Anonymous, ApiState};
+use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use aws_lambda_events::sqs::SqsBatchResponse;
+use axum::body::Body;
+use http_body_util::BodyExt as _;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt as _;
+
+/// The trace header Lambda hands the `api` function's invocation (`Tracing: Active`).
+pub const INVOCATION_TRACE: &str =
+    "Root=1-6745f1a0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1";
+
+/// The trace header API Gateway puts on the request (used when the invocation has none).
+pub const API_GATEWAY_TRACE: &str = "Root=1-6745f1a0-fedcba9876543210fedcba98";
+
+pub struct Pipeline {
+    pub app: Arc<Ackflow>,
+    queue: Arc<SqliteQueue>,
+    router: axum::Router,
+    _dir: TempDir,
+}
+
+pub fn pipeline() -> Pipeline {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 8, clock.clone()).expect("queue"));
+    let book = Arc::new(SqliteOrderBook::new(db.clone()).expect("order book"));
+    let registry = ackflow_processors::registry_with(book, clock.clone(), true);
+    let app = Arc::new(Ackflow::new(
+        Arc::new(SqliteStore::new(db)),
+        queue.clone(),
+        registry,
+        clock,
+        Settings::default(),
+    ));
+    let state = ApiState::new(app.clone(), Arc::new(Anonymous));
+    let router = ackflow_lambda::instrument_router(ackflow_http::router(state));
+    Pipeline {
+        app,
+        queue,
+        router,
+        _dir: dir,
+    }
+}
+
+impl Pipeline {
+    /// `POST /v1/jobs` through the `api` function's Router, in an invocation whose context
+    /// carries `invocation_trace`; the request carries API Gateway's own trace header too.
+    pub async fn submit(
+        &self,
+        body: Value,
+        correlation_id: &str,
+        invocation_trace: Option<&str>,
+    ) -> Value {
+        let mut context = Context::default();
+        context.request_id = "invocation-1".to_owned();
+        context.xray_trace_id = invocation_trace.map(str::to_owned);
+        let mut request = axum::http::Request::post("/v1/jobs")
+            .header("content-type", "application/json")
+            .header("x-correlation-id", correlation_id)
+            .header("x-amzn-trace-id", API_GATEWAY_TRACE)
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        request.extensions_mut().insert(context);
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), 202, "accepted");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("a job")
+    }
+
+    /// Receives every waiting message and hands them to the worker's lifter as one SQS event.
+    pub async fn work(&self) -> (Vec<Delivery>, SqsBatchResponse) {
+        let deliveries = self
+            .queue
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("received");
+        let records: Vec<Value> = deliveries.iter().map(sqs_record).collect();
+        let event = LambdaEvent::new(json!({ "Records": records }), Context::default());
+        let response = ackflow_lambda::process_batch(&self.app, event, &Default::default())
+            .await
+            .expect("a batch response");
+        (deliveries, response)
+    }
+}
+
+/// The record SQS's event source would hand the worker for `delivery`: the trace header as the
+/// `AWSTraceHeader` system attribute, the others as message attributes.
+pub fn sqs_record(delivery: &Delivery) -> Value {
+    let mut system = json!({
+        "ApproximateReceiveCount": delivery.receive_count.to_string(),
+        "SentTimestamp": "1795687200000",
+        "SenderId": "AROAEXAMPLE:ackflow-api",
+        "ApproximateFirstReceiveTimestamp": "1795687200050"
+    });
+    let mut attributes = serde_json::Map::new();
+    for (name, value) in &delivery.attributes {
+        if name == TRACE_HEADER {
+            system["AWSTraceHeader"] = json!(value);
+        } else {
+            attributes.insert(
+                name.clone(),
+                json!({"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
+            );
+        }
+    }
+    json!({
+        "messageId": delivery.message_id,
+        "receiptHandle": delivery.receipt.0,
+        "body": delivery.body,
+        "attributes": system,
+        "messageAttributes": attributes,
+        "md5OfBody": "00000000000000000000000000000000",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ackflow-jobs",
+        "awsRegion": "us-east-1"
+    })
+}
