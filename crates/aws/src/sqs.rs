@@ -180,6 +180,33 @@ impl SqsQueue {
         }
     }
 
+    /// Deletes a message of the dead-letter queue by its receipt; a stale receipt is the no-op
+    /// it is on the main queue (see [`Queue::delete`]).
+    async fn delete_from_dlq(&self, receipt: &Receipt) -> Result<(), PortError> {
+        let outcome = self
+            .client
+            .delete_message()
+            .queue_url(&*self.dlq_url)
+            .receipt_handle(&receipt.0)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            #[allow(
+                deprecated,
+                reason = "older SQS endpoints still answer InvalidIdFormat"
+            )]
+            Err(e)
+                if e.as_service_error().is_some_and(|se| {
+                    se.is_receipt_handle_is_invalid() || se.is_invalid_id_format()
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("delete a dead letter", e)),
+        }
+    }
+
     async fn counts(&self, url: &str) -> Result<(u64, u64, u64), PortError> {
         const WHAT: &str = "read queue attributes";
         let out = self
@@ -402,6 +429,41 @@ impl Queue for SqsQueue {
             }
         }
         Ok(out)
+    }
+
+    /// One receive from the dead-letter queue (SQS hands out at most ten messages per call, so
+    /// this returns at most ten: the redrive calls it until it comes back empty). The receive
+    /// count is SQS's `ApproximateReceiveCount`, which keeps counting in the dead-letter queue.
+    async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let messages = self
+            .receive_from("receive dead letters", &self.dlq_url, max, visibility)
+            .await?;
+        Ok(messages
+            .into_iter()
+            .filter_map(delivery)
+            .map(|delivery| {
+                let dead_lettered_at = delivery
+                    .attributes
+                    .get(DEAD_LETTERED_AT)
+                    .and_then(|v| v.parse().ok())
+                    .map(Timestamp::from_millis);
+                DeadLetter {
+                    delivery,
+                    dead_lettered_at,
+                }
+            })
+            .collect())
+    }
+
+    async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
+        self.delete_from_dlq(receipt).await
     }
 
     async fn depth(&self) -> Result<QueueDepth, PortError> {

@@ -302,6 +302,37 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// Messages in the dead-letter queue, without removing them.
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError>;
 
+    /// Receives up to `max` messages of the dead-letter queue, each hidden there for `visibility`
+    /// and carrying a receipt for [`Queue::delete_dead_letter`] (the redrive: receive, send a
+    /// fresh message to the main queue, then delete the dead letter). A message not deleted
+    /// comes back in the dead-letter queue after `visibility`; the dead-letter queue never
+    /// dead-letters anything itself.
+    ///
+    /// Every backend implements it; the default, for test doubles, is an error.
+    async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        let _ = (max, visibility);
+        Err(PortError::failed(
+            "receive dead letters",
+            "this queue cannot receive from its dead-letter queue",
+        ))
+    }
+
+    /// Deletes a dead letter received by [`Queue::receive_dead_letters`]. A stale receipt is not
+    /// an error (like [`Queue::delete`]).
+    ///
+    /// Every backend implements it; the default, for test doubles, is an error.
+    async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
+        let _ = receipt;
+        Err(PortError::failed(
+            "delete a dead letter",
+            "this queue cannot delete from its dead-letter queue",
+        ))
+    }
+
     /// Approximate counts.
     async fn depth(&self) -> Result<QueueDepth, PortError>;
 }

@@ -134,6 +134,20 @@ fn queue_operations_use_the_visibility_and_receipt_indexes() {
         "dead_letters",
         "dead_letters_by_queue",
     );
+    assert_uses(
+        &db,
+        queue::DEAD_CANDIDATES,
+        "dead_letters",
+        "dead_letters_by_queue",
+    );
+    assert!(!plan(&db, queue::DEAD_CANDIDATES).contains("TEMP B-TREE"));
+    assert_uses(&db, queue::HOLD_DEAD, "dead_letters", "INTEGER PRIMARY KEY");
+    assert_uses(
+        &db,
+        queue::DELETE_DEAD,
+        "dead_letters",
+        "dead_letters_by_receipt",
+    );
 }
 
 #[test]

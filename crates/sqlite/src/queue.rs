@@ -66,6 +66,13 @@ pub(crate) const SEQ_OF_RECEIPT: &str =
 pub(crate) const DEAD_LETTERS: &str =
     "SELECT id, body, attributes, receive_count, dead_lettered_at \
     FROM dead_letters WHERE queue = ?1 ORDER BY seq LIMIT ?2";
+/// Visible dead letters, oldest first, for the redrive.
+pub(crate) const DEAD_CANDIDATES: &str =
+    "SELECT seq, id, body, attributes, receive_count, dead_lettered_at \
+    FROM dead_letters WHERE queue = ?1 AND visible_at <= ?2 ORDER BY seq LIMIT ?3";
+pub(crate) const HOLD_DEAD: &str =
+    "UPDATE dead_letters SET visible_at = ?2, receipt = ?3 WHERE seq = ?1";
+pub(crate) const DELETE_DEAD: &str = "DELETE FROM dead_letters WHERE queue = ?1 AND receipt = ?2";
 pub(crate) const COUNT_ALL: &str = "SELECT count(*) FROM queue_messages WHERE queue = ?1";
 pub(crate) const COUNT_IN_FLIGHT: &str = "SELECT count(*) FROM queue_messages \
     WHERE queue = ?1 AND visible_at > ?2 AND receive_count > 0";
@@ -306,6 +313,51 @@ fn dead_letters(conn: &Connection, queue: &str, max: usize) -> Result<Vec<DeadLe
     Ok(out)
 }
 
+fn receive_dead_letters(
+    conn: &mut Connection,
+    queue: &str,
+    max: usize,
+    visibility: Duration,
+    now: Timestamp,
+) -> Result<Vec<DeadLetter>, DbError> {
+    let tx = write_tx(conn)?;
+    let visible_until = now.plus(visibility).as_millis();
+    let rows: Vec<(i64, String, String, String, u32, i64)> = {
+        let mut stmt = tx.prepare_cached(DEAD_CANDIDATES)?;
+        let rows = stmt.query_map(params![queue, now.as_millis(), sql_limit(max)], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, id, body, attributes, receive_count, at) in rows {
+        let receipt = Uuid::new_v4().simple().to_string();
+        tx.prepare_cached(HOLD_DEAD)?
+            .execute(params![seq, visible_until, receipt])?;
+        out.push(DeadLetter {
+            delivery: Delivery {
+                message_id: id,
+                receipt: Receipt(receipt),
+                body,
+                attributes: attributes_of(&attributes)?,
+                // The count of the main queue, which is what dead-lettered it; receives from the
+                // dead-letter queue are not counted.
+                receive_count,
+            },
+            dead_lettered_at: Some(Timestamp::from_millis(at)),
+        });
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
 fn depth(conn: &mut Connection, queue: &str, now: Timestamp) -> Result<QueueDepth, DbError> {
     let tx = conn.transaction()?;
     let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, DbError> {
@@ -406,6 +458,36 @@ impl Queue for SqliteQueue {
         let queue = Arc::clone(&self.name);
         self.db
             .call("list dead letters", move |c| dead_letters(c, &queue, max))
+            .await
+    }
+
+    async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let max = max.min(MAX_RECEIVE);
+        let queue = Arc::clone(&self.name);
+        let now = self.clock.now();
+        self.db
+            .call("receive dead letters", move |c| {
+                receive_dead_letters(c, &queue, max, visibility, now)
+            })
+            .await
+    }
+
+    async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
+        let queue = Arc::clone(&self.name);
+        let receipt = receipt.0.clone();
+        self.db
+            .call("delete a dead letter", move |c| {
+                c.prepare_cached(DELETE_DEAD)?
+                    .execute(params![&*queue, receipt])?;
+                Ok(())
+            })
             .await
     }
 

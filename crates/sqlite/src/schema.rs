@@ -2,7 +2,7 @@
 //! a file has seen. Never edit a released step; add a new one.
 
 /// Step `i` takes a file from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 -- ---- Job store ------------------------------------------------------------------------------
@@ -113,4 +113,12 @@ CREATE TABLE orders (
     order_id TEXT NOT NULL PRIMARY KEY,
     body     TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// The redrive (`ackflow dlq redrive`) receives dead letters like messages: a visibility and a
+/// receipt per receive, so that two operators (or a crash mid-way) never handle one twice at once.
+const V2: &str = r#"
+ALTER TABLE dead_letters ADD COLUMN visible_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE dead_letters ADD COLUMN receipt TEXT;
+CREATE UNIQUE INDEX dead_letters_by_receipt ON dead_letters (receipt) WHERE receipt IS NOT NULL;
 "#;

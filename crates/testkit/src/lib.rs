@@ -240,6 +240,8 @@ macro_rules! __queue_behaviours {
             a_stale_receipt_cannot_change_the_visibility_of_the_newer_delivery,
             the_receive_after_the_last_allowed_one_moves_a_message_to_the_dead_letter_queue,
             dead_letter_moves_a_received_message_at_once,
+            a_received_dead_letter_is_hidden_for_its_visibility_then_deleted_by_its_receipt,
+            a_stale_dead_letter_receipt_cannot_delete_the_newer_receive,
             depth_counts_waiting_in_flight_and_dead_messages,
             bodies_and_attributes_round_trip_unchanged,
             a_batch_of_ten_is_received_and_each_message_only_once,

@@ -377,6 +377,128 @@ pub async fn dead_letter_moves_a_received_message_at_once(
     assert_eq!(depth(queue).await.in_flight, 0);
 }
 
+/// Receives dead letters until `want` arrived (or the tries ran out), at most 10 per call.
+async fn receive_dead_up_to(
+    queue: &dyn Queue,
+    want: usize,
+    visibility: Duration,
+) -> Vec<ackflow_core::DeadLetter> {
+    let mut got = Vec::new();
+    for _ in 0..TRIES {
+        if got.len() >= want {
+            break;
+        }
+        let max = (want - got.len()).min(10);
+        let batch = queue
+            .receive_dead_letters(max, visibility)
+            .await
+            .expect("receive dead letters");
+        assert!(
+            batch.len() <= max,
+            "asked for at most {max} dead letters, got {}",
+            batch.len()
+        );
+        got.extend(batch);
+    }
+    got
+}
+
+/// Puts one message with `body` and `attributes` in the dead-letter queue (with `dead_letter`).
+async fn dead_letter_one(queue: &dyn Queue, body: &str, attributes: &[(&str, &str)]) {
+    send(queue, message(body, attributes)).await;
+    let d = receive_one(queue, LONG, "before dead-lettering it").await;
+    queue.dead_letter(&d).await.expect("dead letter");
+}
+
+/// The redrive's receive: a dead letter comes with its body, attributes and a receipt, is hidden
+/// in the dead-letter queue (still counted there, never delivered by the main queue) for the
+/// visibility, comes back after it, and is gone once deleted with the latest receipt.
+pub async fn a_received_dead_letter_is_hidden_for_its_visibility_then_deleted_by_its_receipt(
+    queue: &dyn Queue,
+    _max_receive_count: u32,
+    h: &dyn Harness,
+) {
+    let attributes = [("ackflow-job-id", "j-dead"), ("ackflow-owner", "alice")];
+    dead_letter_one(queue, "dead", &attributes).await;
+
+    let got = receive_dead_up_to(queue, 1, VISIBILITY).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let first = &got[0].delivery;
+    assert_eq!(first.body, "dead");
+    assert!(
+        !first.receipt.0.is_empty(),
+        "a dead letter received has a receipt"
+    );
+    assert_attributes_intact(
+        &first.attributes,
+        &attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    let hidden = queue
+        .receive_dead_letters(10, LONG)
+        .await
+        .expect("receive dead letters");
+    assert!(hidden.is_empty(), "received twice at once: {hidden:#?}");
+    assert_nothing_visible(queue, "a received dead letter went to the main queue").await;
+    assert_eq!(
+        depth(queue).await.dead,
+        1,
+        "a received dead letter is still counted"
+    );
+
+    h.pass(VISIBILITY + MARGIN).await;
+    let again = receive_dead_up_to(queue, 1, LONG).await;
+    assert_eq!(
+        again.len(),
+        1,
+        "the dead letter did not come back: {again:#?}"
+    );
+    assert_eq!(again[0].delivery.body, "dead");
+    queue
+        .delete_dead_letter(&again[0].delivery.receipt)
+        .await
+        .expect("delete a dead letter");
+    assert_eq!(depth(queue).await, QueueDepth::default());
+    assert!(queue
+        .dead_letters(10)
+        .await
+        .expect("dead letters")
+        .is_empty());
+}
+
+/// A dead letter's receipt from an earlier receive deletes nothing, without an error: the
+/// newer receive owns the dead letter.
+pub async fn a_stale_dead_letter_receipt_cannot_delete_the_newer_receive(
+    queue: &dyn Queue,
+    _max_receive_count: u32,
+    _h: &dyn Harness,
+) {
+    dead_letter_one(queue, "dead", &[("ackflow-job-id", "j-stale")]).await;
+    // A zero visibility leaves it receivable at once, so the second receive takes it over.
+    let stale = receive_dead_up_to(queue, 1, Duration::ZERO).await;
+    assert_eq!(stale.len(), 1, "{stale:#?}");
+    let current = receive_dead_up_to(queue, 1, LONG).await;
+    assert_eq!(current.len(), 1, "{current:#?}");
+    assert_ne!(stale[0].delivery.receipt, current[0].delivery.receipt);
+
+    queue
+        .delete_dead_letter(&stale[0].delivery.receipt)
+        .await
+        .expect("a stale delete is not an error");
+    assert_eq!(
+        depth(queue).await.dead,
+        1,
+        "a stale receipt deleted the dead letter"
+    );
+    queue
+        .delete_dead_letter(&current[0].delivery.receipt)
+        .await
+        .expect("delete a dead letter");
+    assert_eq!(depth(queue).await.dead, 0);
+}
+
 /// Depth counts waiting messages (delayed ones included), messages in flight and dead letters.
 pub async fn depth_counts_waiting_in_flight_and_dead_messages(
     queue: &dyn Queue,
