@@ -79,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
     };
     Router::new()
         .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
         .route(
             "/openapi.json",
             get(move || page::openapi_json(document.clone())),

@@ -2,25 +2,51 @@
 //! problem+json answers for unknown addresses and methods.
 
 use ackflow_core::Problem;
+use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
+use axum::http::HeaderName;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{problem_response, ApiError};
 use crate::view::ProblemSchema;
 
-/// The placeholder status page: static HTML, no script, no style, no remote content.
+/// The status page: markup only; its behaviour and look come from [`asset`] files.
 const INDEX_HTML: &str = include_str!("index.html");
+/// The page's script (vanilla, no build step): submits, lists and long-polls jobs, reads the report.
+const APP_JS: &str = include_str!("page/app.js");
+/// The page's style (responsive, no remote fonts).
+const APP_CSS: &str = include_str!("page/app.css");
+/// The page's icon, so browsers do not ask for a `/favicon.ico` that does not exist.
+const ICON_SVG: &str = include_str!("page/icon.svg");
 
-/// Nothing may load, run, frame or submit: the page is plain text and one link.
-pub const INDEX_CSP: &str =
-    "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The page may load its own script, style and icon and call its own origin's API; nothing else
+/// loads, runs inline, frames it or is submitted anywhere. User-supplied strings are written as
+/// text by the script, and this policy is the second line of defence should one ever be parsed.
+pub const INDEX_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// Headers every page and asset answer carries: the policy, no sniffing, no framing, no
+/// referrer, and revalidation (the files change with the binary, and are small).
+fn page_headers(content_type: &'static str) -> [(HeaderName, &'static str); 6] {
+    [
+        (CONTENT_TYPE, content_type),
+        (CONTENT_SECURITY_POLICY, INDEX_CSP),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (X_FRAME_OPTIONS, "DENY"),
+        (REFERRER_POLICY, "no-referrer"),
+        (CACHE_CONTROL, "no-cache"),
+    ]
+}
 
 /// The status page.
 ///
-/// A small HTML page that says what this server is and links to the API description.
+/// Submit a `demo` job or an `order`, follow your jobs (progress, status message, the problem of a
+/// failed job) by long-poll, cancel queued ones, and see the report. Needs no token itself; with
+/// authentication on, the page asks for one and keeps it in the tab's session storage.
 #[utoipa::path(
     get,
     path = "/",
@@ -28,22 +54,38 @@ pub const INDEX_CSP: &str =
     operation_id = "statusPage",
     responses(
         (status = 200, description = "The status page.", body = String, content_type = "text/html",
-            headers(("Content-Security-Policy" = String, description = "A policy that allows nothing but the page itself."))),
+            headers(("Content-Security-Policy" = String, description = "Scripts, styles and requests from this origin only; no inline script."))),
     )
 )]
 pub(crate) async fn index() -> Response {
-    (
-        [
-            (CONTENT_TYPE, "text/html; charset=utf-8"),
-            (CONTENT_SECURITY_POLICY, INDEX_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (X_FRAME_OPTIONS, "DENY"),
-            (REFERRER_POLICY, "no-referrer"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX_HTML,
+    (page_headers("text/html; charset=utf-8"), INDEX_HTML).into_response()
+}
+
+/// A file of the status page.
+///
+/// `app.js`, `app.css` or `icon.svg`, embedded in the binary; anything else is a `404` problem.
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "meta",
+    operation_id = "pageAsset",
+    params(("file" = String, Path, description = "`app.js`, `app.css` or `icon.svg`.")),
+    responses(
+        (status = 200, description = "The file.",
+            content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml")),
+            headers(("Content-Security-Policy" = String, description = "The page's policy."))),
+        (status = 404, description = "No such file.",
+            body = ProblemSchema, content_type = "application/problem+json"),
     )
-        .into_response()
+)]
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+    let (content_type, body) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", APP_JS),
+        "app.css" => ("text/css; charset=utf-8", APP_CSS),
+        "icon.svg" => ("image/svg+xml", ICON_SVG),
+        _ => return problem_response(&Problem::route_not_found()),
+    };
+    (page_headers(content_type), body).into_response()
 }
 
 /// This document.
