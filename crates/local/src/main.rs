@@ -1,13 +1,22 @@
-//! The `ackflow` command: `serve`, `submit`, `status`.
+//! The `ackflow` command: `serve`, and the client commands `submit`, `status`, `watch`, `report`.
+//!
+//! Client commands print for people by default (a progress bar on a terminal, plain lines when
+//! stderr is not one, a summary or a table on stdout) and JSON on stdout with `--json`. Exit codes:
+//! 0 done (and, when following a job, it succeeded); 1 the followed job failed or was cancelled;
+//! 2 the command could not be carried out (usage, server unreachable, an error answer).
+
+mod show;
 
 use std::process::ExitCode;
 
-use ackflow_local::client::{is_terminal, Client, Connection};
+use ackflow_http::view::ReportView;
+use ackflow_local::client::{Client, Connection, Versioned};
 use ackflow_local::config::ServeArgs;
 use ackflow_local::Server;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use show::Progress;
 
 /// ackflow: acknowledge now, finish later.
 #[derive(Debug, Parser)]
@@ -21,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the API, the worker, the sweeper and the status page on one SQLite file.
     Serve(ServeArgs),
-    /// Submit a job and print it (as JSON).
+    /// Submit a job; with --wait, follow it to its end.
     Submit {
         /// The kind of job, such as `demo` or `order`.
         #[arg(long)]
@@ -32,23 +41,56 @@ enum Command {
         /// Makes the submission safe to repeat.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Follow the job until it ends and print its final state.
+        /// Follow the job until it ends, showing its progress, and exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
         connection: Connection,
     },
-    /// Print a job (as JSON).
+    /// Show a job as it is now.
     Status {
         /// The job's id.
         id: String,
-        /// Follow the job until it ends.
+        /// Follow the job until it ends (the same as `watch`).
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Follow a job to its end with a live progress bar; exit 1 unless it succeeded.
+    Watch {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        output: Output,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show the report of your jobs as a table: counts, latency, oldest open job, failures, queue.
+    Report {
+        #[command(flatten)]
+        output: Output,
         #[command(flatten)]
         connection: Connection,
     },
 }
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Output {
+    /// Print the answer as JSON on stdout (for scripts); progress still goes to stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit codes of the client commands, for scripts: the job ended but did not succeed is told apart
+/// from "could not find out" (clap's usage errors are 2 as well).
+const JOB_DID_NOT_SUCCEED: u8 = 1;
+const COULD_NOT: u8 = 2;
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
@@ -71,7 +113,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ackflow: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(COULD_NOT)
         }
     }
 }
@@ -93,67 +135,97 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             input,
             idempotency_key,
             wait,
+            output,
             connection,
         } => {
             let input: Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
             let client = Client::new(&connection)?;
-            let job = client
+            let accepted = client
                 .submit(&kind, input, idempotency_key.as_deref())
                 .await?;
             if !wait {
-                print_json(&job);
+                print_job(&accepted.job, output);
                 return Ok(ExitCode::SUCCESS);
             }
-            let id = job
+            let id = accepted
+                .job
                 .get("id")
                 .and_then(Value::as_str)
-                .context("the answer has no job id")?
+                .context("the server's answer has no job id")?
                 .to_owned();
-            finish(&client, &id).await
+            follow(&client, &id, accepted, output).await
         }
         Command::Status {
             id,
             wait,
+            output,
             connection,
         } => {
             let client = Client::new(&connection)?;
+            let now = client.job(&id).await?;
             if wait {
-                return finish(&client, &id).await;
+                return follow(&client, &id, now, output).await;
             }
-            print_json(&client.status(&id, None, None).await?);
+            print_job(&now.job, output);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch {
+            id,
+            output,
+            connection,
+        } => {
+            let client = Client::new(&connection)?;
+            let now = client.job(&id).await?;
+            follow(&client, &id, now, output).await
+        }
+        Command::Report { output, connection } => {
+            let client = Client::new(&connection)?;
+            let report = client.report().await?;
+            if output.json {
+                print_json(&report);
+            } else {
+                let report: ReportView = serde_json::from_value(report)
+                    .context("the server's report is not one this client can read")?;
+                print!("{}", show::report_table(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Follows a job to its end, printing progress to stderr and the final job to stdout; the exit
+/// Follows a job from `start` to its end with live progress on stderr, then prints it; the exit
 /// code says whether it succeeded.
-async fn finish(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
-    let job = client
-        .wait_until_terminal(id, |job| {
-            if !is_terminal(job) {
-                let percent = job
-                    .pointer("/progress/percent")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
-                let message = job
-                    .pointer("/progress/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                eprintln!("{percent:>3}% {message}");
-            }
-        })
-        .await?;
-    print_json(&job);
-    if let Some(detail) = job.pointer("/error/detail").and_then(Value::as_str) {
-        eprintln!("{detail}");
+async fn follow(
+    client: &Client,
+    id: &str,
+    start: Versioned,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let mut progress = Progress::on_stderr();
+    let followed = client.follow(id, start, |job| progress.update(job)).await;
+    progress.finish();
+    let job = followed?;
+    print_job(&job, output);
+    if output.json {
+        // stdout carries the job for scripts; a person running it still reads why on stderr.
+        if let Some(detail) = job.pointer("/error/detail").and_then(Value::as_str) {
+            eprintln!("{detail}");
+        }
     }
     let succeeded = job.get("state").and_then(Value::as_str) == Some("succeeded");
     Ok(if succeeded {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(JOB_DID_NOT_SUCCEED)
     })
+}
+
+fn print_job(job: &Value, output: Output) {
+    if output.json {
+        print_json(job);
+    } else {
+        print!("{}", show::summary(job));
+    }
 }
 
 fn print_json(value: &Value) {
