@@ -478,6 +478,72 @@ fn storage_violations(t: &Value) -> Vec<String> {
     out
 }
 
+/// The `[package.metadata.lambda.deploy]` of each function's `Cargo.toml` (for `cargo lambda
+/// deploy` without SAM): its `env` list, `memory` and `timeout`, read line by line (one
+/// `"NAME=value",` a line, as written there).
+fn cargo_lambda_deploy(binary: &str) -> (BTreeMap<String, String>, Option<String>, Option<String>) {
+    let path = format!(
+        "{}/../../functions/{binary}/Cargo.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the function's Cargo.toml");
+    let section = text
+        .split("[package.metadata.lambda.deploy]")
+        .nth(1)
+        .map(|rest| rest.split("\n[").next().unwrap_or(rest))
+        .unwrap_or_default();
+    let mut env = BTreeMap::new();
+    let (mut memory, mut timeout) = (None, None);
+    for line in section.lines().map(str::trim) {
+        if let Some(pair) = line.strip_prefix('"').and_then(|l| l.strip_suffix("\",")) {
+            if let Some((k, v)) = pair.split_once('=') {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        } else if let Some(v) = line.strip_prefix("memory = ") {
+            memory = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("timeout = ") {
+            timeout = Some(v.to_owned());
+        }
+    }
+    (env, memory, timeout)
+}
+
+/// `cargo lambda deploy` sets what the template sets at its defaults: the same variables with
+/// the same values (but the queue and table, which come from the deployment's own env file),
+/// the same memory and timeout.
+fn cargo_lambda_violations(t: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let params = defaults(t);
+    for (name, r) in of_type(t, "AWS::Serverless::Function") {
+        let binary = r["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_default();
+        let (env, memory, timeout) = cargo_lambda_deploy(binary);
+        let mut expected = resolved_environment(t, name, &params);
+        for own in [
+            ackflow_aws::env::QUEUE_URL,
+            ackflow_aws::env::DLQ_URL,
+            ackflow_aws::env::TABLE,
+        ] {
+            expected.remove(own);
+        }
+        if env != expected {
+            out.push(format!(
+                "functions/{binary}/Cargo.toml deploys env {env:?}, the template {expected:?}"
+            ));
+        }
+        for (what, got) in [("MemorySize", memory), ("Timeout", timeout)] {
+            let want = resolve(t, &r["Properties"][what], &params);
+            if got != want {
+                out.push(format!(
+                    "functions/{binary}/Cargo.toml: {what} {got:?}, the template {want:?}"
+                ));
+            }
+        }
+    }
+    out
+}
+
 // ------------------------------------------------------------------------------------- tests
 
 #[test]
@@ -524,6 +590,18 @@ fn long_polls_cannot_starve_the_worker() {
 #[test]
 fn the_table_and_queues_are_the_schema_modules_and_are_retained() {
     assert_eq!(storage_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn cargo_lambda_deploys_what_the_template_deploys_by_default() {
+    assert_eq!(cargo_lambda_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn a_cargo_lambda_setting_that_drifts_from_the_template_is_caught() {
+    let t = broken(|t| t["Parameters"]["MaxAttempts"]["Default"] = json!(3));
+    let found = cargo_lambda_violations(&t);
+    assert_eq!(found.len(), 4, "{found:?}");
 }
 
 #[test]
