@@ -44,6 +44,7 @@ pub use ports::{
 pub use problem::{FieldError, Problem};
 pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry, Rejection};
 pub use report::{Deltas, Report};
+pub use service::dlq::{DeadLetterView, RedriveAction, RedriveReport, Redriven};
 pub use service::{
     AcceptError, Accepted, Ackflow, Disposition, JobError, JobStatus, Submission, SweepReport,
 };

@@ -169,6 +169,9 @@ const DEFAULT_PAGE: usize = 20;
 /// Conditional writes that lost a race are retried this often before giving up.
 const CAS_ROUNDS: usize = 4;
 
+/// The operator's dead-letter use cases (`ackflow dlq list|redrive`).
+pub mod dlq;
+
 impl Ackflow {
     /// The use cases over these ports.
     pub fn new(

@@ -10,6 +10,7 @@
 //! - [`serve`]: [`Server::run`] — wires store, queue, processors, worker, sweeper and Router; stops
 //!   cleanly when its shutdown future completes (tests start it on port 0).
 //! - [`worker`]: the bounded-concurrency worker loop and the periodic sweeper.
+//! - [`dlq`]: `ackflow dlq list|redrive` on the SQLite file, or on AWS with the `aws` feature.
 //! - [`client`]: the CLI's HTTP client (`ackflow submit`, `ackflow status`).
 //!
 //! Serving your own processors without forking:
@@ -32,6 +33,7 @@
 
 pub mod client;
 pub mod config;
+pub mod dlq;
 pub mod serve;
 pub mod worker;
 

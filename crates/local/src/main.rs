@@ -1,4 +1,5 @@
-//! The `ackflow` command: `serve`, and the client commands `submit`, `status`, `watch`, `report`.
+//! The `ackflow` command: `serve`, the client commands `submit`, `status`, `watch`, `report`,
+//! and the operator's `dlq list|redrive`.
 //!
 //! Client commands print for people by default (a progress bar on a terminal, plain lines when
 //! stderr is not one, a summary or a table on stdout) and JSON on stdout with `--json`. Exit codes:
@@ -77,6 +78,10 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// The dead-letter queue (an operator's command, on the data directory or, with `--aws`, on
+    /// the AWS deployment): list it, or send its jobs back.
+    #[command(subcommand)]
+    Dlq(ackflow_local::dlq::DlqCommand),
 }
 
 /// How results are printed.
@@ -178,6 +183,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let now = client.job(&id).await?;
             follow(&client, &id, now, output).await
         }
+        Command::Dlq(command) => ackflow_local::dlq::run(command).await,
         Command::Report { output, connection } => {
             let client = Client::new(&connection)?;
             let report = client.report().await?;

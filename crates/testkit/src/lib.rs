@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //!
+//! - [`redrive`]: the operator's redrive end to end on a backend ([`redrive_tests!`]).
 //! - [`queue`], [`store`], [`orders`]: one `pub async fn` per behaviour of the [`ackflow_core::Queue`],
 //!   [`ackflow_core::JobStore`] and [`ackflow_processors::order::OrderBook`] ports, named as the
 //!   sentence it checks, so that a failing test names the broken promise.
@@ -52,7 +53,10 @@ use ackflow_processors::order::OrderBook;
 
 pub mod orders;
 pub mod queue;
+pub mod redrive;
 pub mod store;
+
+pub use redrive::RedriveFixture;
 
 /// How time passes for the backend under test.
 #[async_trait]
@@ -323,6 +327,29 @@ macro_rules! order_book_contract_tests {
             a_refused_reservation_does_not_block_a_later_one_for_the_same_order,
             concurrent_reservations_never_oversell,
             confirming_an_order_again_changes_nothing,
+        );
+    };
+}
+
+/// One `#[tokio::test]` per scenario of [`redrive`], each on a fresh [`RedriveFixture`] from the
+/// given `async fn`. Attributes written before the fixture go on every generated test.
+#[macro_export]
+macro_rules! redrive_tests {
+    (@each $attrs:tt $fresh:path; $($name:ident),+ $(,)?) => {
+        $( $crate::redrive_tests!(@one $attrs $fresh; $name); )+
+    };
+    (@one [$($attrs:tt)*] $fresh:path; $name:ident) => {
+        $($attrs)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $crate::redrive::$name($fresh().await).await;
+        }
+    };
+    ($(#[$attr:meta])* $fresh:path) => {
+        $crate::redrive_tests!(@each [$(#[$attr])*] $fresh;
+            a_failed_dead_lettered_job_is_reopened_by_the_redrive_and_then_succeeds,
+            a_queued_dead_lettered_job_is_sent_again_by_the_redrive_and_then_succeeds,
+            a_finished_jobs_copy_is_discarded_and_an_unreadable_message_stays,
         );
     };
 }

@@ -1,0 +1,396 @@
+//! The dead-letter use cases on SQLite (the testkit's redrive scenarios, plus an interrupted
+//! redrive), and `ackflow dlq list|redrive` through the real binary while `ackflow serve` runs on
+//! the same data directory.
+
+// Test code: a failed expectation is a failed test, and its message says which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_core::service::dlq::{REDRIVE_HOLD, REDRIVE_NOTE};
+use ackflow_core::{
+    async_trait, Ackflow, Clock, CorrelationId, DeadLetter, Delivery, Job, JobState, ManualClock,
+    OutgoingMessage, Owner, PortError, Queue, QueueDepth, Receipt, RedriveAction, Settings,
+    Submission, SystemClock,
+};
+use ackflow_processors::registry_with;
+use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_testkit::RedriveFixture;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// The queue's max receive count in these tests: small, so that dead-lettering takes few receives.
+const MAX_RECEIVE_COUNT: u32 = 2;
+
+/// The use cases with the shipped processors on SQLite files in `dir`, on `clock`, with `queue`
+/// wrapped by `wrap`.
+fn app_in(
+    dir: &Path,
+    clock: Arc<ManualClock>,
+    wrap: impl FnOnce(Arc<SqliteQueue>) -> Arc<dyn Queue>,
+) -> Ackflow {
+    let db = Db::open(&dir.join("ackflow.db"), Durability::Normal).expect("db opens");
+    let queue =
+        SqliteQueue::new(db.clone(), "jobs", MAX_RECEIVE_COUNT, clock.clone()).expect("queue");
+    let book = Arc::new(SqliteOrderBook::new(db.clone()).expect("order book"));
+    Ackflow::new(
+        Arc::new(SqliteStore::new(db)),
+        wrap(Arc::new(queue)),
+        registry_with(book, clock.clone(), true),
+        clock,
+        Settings::default(),
+    )
+}
+
+async fn fresh() -> RedriveFixture<TempDir> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let app = app_in(dir.path(), clock.clone(), |q| q);
+    RedriveFixture {
+        app,
+        clock,
+        max_receive_count: MAX_RECEIVE_COUNT,
+        guard: dir,
+    }
+}
+
+mod redrive_on_sqlite {
+    ackflow_testkit::redrive_tests!(super::fresh);
+}
+
+/// A queue whose deletes of dead letters fail while `deletes_fail` is set: a redrive that
+/// dies between its send and its delete.
+#[derive(Debug)]
+struct NoDeadLetterDeletes {
+    inner: Arc<SqliteQueue>,
+    deletes_fail: AtomicBool,
+}
+
+#[async_trait]
+impl Queue for NoDeadLetterDeletes {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
+        self.inner.send(message).await
+    }
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, PortError> {
+        self.inner.receive(max, visibility).await
+    }
+    async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
+        self.inner.delete(receipt).await
+    }
+    async fn change_visibility(
+        &self,
+        receipt: &Receipt,
+        timeout: Duration,
+    ) -> Result<(), PortError> {
+        self.inner.change_visibility(receipt, timeout).await
+    }
+    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), PortError> {
+        self.inner.dead_letter(delivery).await
+    }
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError> {
+        self.inner.dead_letters(max).await
+    }
+    async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<DeadLetter>, PortError> {
+        self.inner.receive_dead_letters(max, visibility).await
+    }
+    async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
+        if self.deletes_fail.load(Ordering::SeqCst) {
+            return Err(PortError::unavailable(
+                "delete a dead letter",
+                "injected crash",
+            ));
+        }
+        self.inner.delete_dead_letter(receipt).await
+    }
+    async fn depth(&self) -> Result<QueueDepth, PortError> {
+        self.inner.depth().await
+    }
+}
+
+async fn submit_demo(app: &Ackflow) -> Job {
+    app.accept(Submission {
+        owner: Owner::anonymous(),
+        kind: "demo".to_owned(),
+        input: json!({}),
+        idempotency_key: None,
+        correlation_id: CorrelationId::random(),
+        trace_header: None,
+    })
+    .await
+    .expect("accept")
+    .job
+}
+
+async fn get(app: &Ackflow, job: &Job) -> Job {
+    app.store()
+        .get(&job.owner, job.id)
+        .await
+        .expect("get")
+        .expect("exists")
+}
+
+/// Receives the only message without settling it until the queue dead-letters it, then lets
+/// the job's deadline pass and sweeps: a failed job with its message in the dead-letter queue.
+async fn dead_letter_and_fail(app: &Ackflow, clock: &ManualClock, job: &Job) {
+    for _ in 0..=MAX_RECEIVE_COUNT {
+        app.queue()
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive");
+    }
+    assert_eq!(app.queue().depth().await.expect("depth").dead, 1);
+    let s = app.settings();
+    clock.advance(s.job_deadline + s.sweep_period + Duration::from_secs(1));
+    app.sweep().await.expect("sweep");
+    assert_eq!(get(app, job).await.state, JobState::Failed);
+}
+
+#[tokio::test]
+async fn a_redrive_interrupted_before_its_delete_is_finished_by_the_next_without_a_second_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let queue = Arc::new(std::sync::OnceLock::new());
+    let app = {
+        let queue = queue.clone();
+        app_in(dir.path(), clock.clone(), move |inner| {
+            let wrapped = Arc::new(NoDeadLetterDeletes {
+                inner,
+                deletes_fail: AtomicBool::new(true),
+            });
+            queue.set(wrapped.clone()).expect("set once");
+            wrapped as Arc<dyn Queue>
+        })
+    };
+    let queue: Arc<NoDeadLetterDeletes> = queue.get().expect("wrapped").clone();
+    let job = submit_demo(&app).await;
+    dead_letter_and_fail(&app, &clock, &job).await;
+
+    let first = app.redrive_dead_letters(10).await.expect("redrive");
+    assert_eq!((first.reopened, first.errors), (0, 1), "{first:#?}");
+    assert!(!first.is_clean());
+    let reopened = get(&app, &job).await;
+    assert_eq!(reopened.state, JobState::Queued);
+    assert_eq!(reopened.generation, job.generation + 1);
+    assert_eq!(app.queue().depth().await.expect("depth").dead, 1);
+
+    // The "restarted" redrive: the dead letter is visible again once its hold ran out.
+    queue.deletes_fail.store(false, Ordering::SeqCst);
+    clock.advance(REDRIVE_HOLD + Duration::from_secs(1));
+    let second = app.redrive_dead_letters(10).await.expect("redrive");
+    assert_eq!(
+        (
+            second.reopened,
+            second.resent,
+            second.discarded,
+            second.errors
+        ),
+        (0, 0, 1, 0),
+        "{second:#?}"
+    );
+    assert!(matches!(
+        second.messages[0].action,
+        RedriveAction::Discarded { .. }
+    ));
+    let after = get(&app, &job).await;
+    assert_eq!(after.generation, job.generation + 1, "reopened twice");
+    assert_eq!(
+        after
+            .history
+            .iter()
+            .filter(|h| h.note == REDRIVE_NOTE)
+            .count(),
+        1
+    );
+    let depth = app.queue().depth().await.expect("depth");
+    assert_eq!(
+        (depth.waiting, depth.dead),
+        (1, 0),
+        "one message for the job"
+    );
+
+    let delivery = app
+        .queue()
+        .receive(10, Duration::from_secs(60))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("the job's message");
+    let disposition = app.handle(&delivery).await;
+    app.settle(&delivery, disposition).await.expect("settle");
+    assert_eq!(get(&app, &job).await.state, JobState::Succeeded);
+}
+
+// ---- through the binary ---------------------------------------------------------------------
+
+/// Puts a failed demo job with its message in the dead-letter queue into `dir`, as a worker
+/// that kept crashing and a sweeper would (before any server runs there).
+async fn seed_a_dead_lettered_failed_job(dir: &Path) -> Job {
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let app = app_in(dir, clock.clone(), |q| q);
+    let job = submit_demo(&app).await;
+    dead_letter_and_fail(&app, &clock, &job).await;
+    job
+}
+
+fn ackflow(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ackflow"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("ACKFLOW_LOG", "warn")
+        .output()
+        .expect("the ackflow binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `ackflow serve`, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("ACKFLOW_LOG", "warn")
+            .env_remove("ACKFLOW_TOKENS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the ackflow binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("the server prints where it listens");
+        let base = first
+            .trim()
+            .strip_prefix("ackflow listening on ")
+            .expect("a 'listening on' line")
+            .to_owned();
+        Self { child, base }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Long-polls the job until it is terminal (each request names the version it has seen).
+async fn until_terminal(base: &str, id: &str) -> Value {
+    let http = reqwest::Client::new();
+    let mut etag = String::from("\"none\"");
+    let mut job = Value::Null;
+    for _ in 0..100 {
+        let resp = http
+            .get(format!("{base}/v1/jobs/{id}?wait=5"))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect("GET answered");
+        if resp.status() == 304 {
+            continue;
+        }
+        assert_eq!(resp.status(), 200);
+        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
+        job = resp.json().await.expect("a job");
+        if matches!(
+            job["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) && job["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|e| e["note"] == REDRIVE_NOTE))
+        {
+            return job;
+        }
+    }
+    panic!("job {id} was not finished after the redrive: {job}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_list_shows_a_dead_lettered_job_and_dlq_redrive_hands_it_to_the_running_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = seed_a_dead_lettered_failed_job(dir.path()).await;
+    let id = job.id.to_string();
+
+    let listed = ackflow(dir.path(), &["dlq", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let table = text(&listed.stdout);
+    assert!(table.contains(&id), "{table}");
+    assert!(
+        table.contains("demo") && table.contains("failed"),
+        "{table}"
+    );
+    assert!(table.contains("1 dead letter(s)."), "{table}");
+
+    let listed = ackflow(dir.path(), &["dlq", "list", "--json"]);
+    let letters: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(letters[0]["job_id"], json!(id), "{letters}");
+    assert_eq!(letters[0]["state"], "failed");
+    assert_eq!(letters[0]["generation"], json!(job.generation));
+
+    let server = ServerProcess::start(dir.path());
+    // Once the server answers, its worker runs (it starts before the API): the message the
+    // redrive sends from this other process must be found by the worker's polling.
+    let before: Value = reqwest::get(format!("{}/v1/jobs/{id}", server.base))
+        .await
+        .expect("GET answered")
+        .json()
+        .await
+        .expect("a job");
+    assert_eq!(before["state"], "failed", "{before}");
+    let redriven = ackflow(dir.path(), &["dlq", "redrive", "--json"]);
+    assert!(redriven.status.success(), "{}", text(&redriven.stderr));
+    let report: Value = serde_json::from_slice(&redriven.stdout).expect("JSON");
+    assert_eq!(report["reopened"], 1, "{report}");
+    assert_eq!(report["messages"][0]["job_id"], json!(id));
+    assert_eq!(report["messages"][0]["action"], "reopened");
+
+    let done = until_terminal(&server.base, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["generation"], json!(job.generation + 1));
+
+    let again = ackflow(dir.path(), &["dlq", "redrive"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("Reopened 0, resent 0, discarded 0"),
+        "{}",
+        text(&again.stdout)
+    );
+    let empty = ackflow(dir.path(), &["dlq", "list"]);
+    assert!(
+        text(&empty.stdout).contains("The dead-letter queue is empty."),
+        "{}",
+        text(&empty.stdout)
+    );
+}
+
+#[test]
+fn dlq_on_a_directory_without_a_database_is_an_error_that_names_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nowhere");
+    let out = ackflow(&missing, &["dlq", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no ackflow database"),
+        "{}",
+        text(&out.stderr)
+    );
+}
