@@ -179,6 +179,34 @@ await check("a job submitted with the keyboard alone is accepted and succeeds", 
   assert.equal(await card.getByRole("progressbar").getAttribute("aria-valuenow"), "100");
 });
 
+await check("a job waiting for its retry can be cancelled from the page", async () => {
+  // The server runs with a 3 s backoff, so the job waits queued between its attempts.
+  await page.fill("#demo-steps", "0");
+  await page.fill("#demo-fail", "2");
+  const before = await cardCount(page);
+  await page.click("#demo-form button[type=submit]");
+  const card = await newCard(page, before);
+  await card.locator(`xpath=self::li[@data-state="queued" and @data-attempts="1"]`).waitFor();
+  assert.match(await card.locator(".job-meta").textContent(), /attempt 1 of \d+/);
+  const cancel = card.getByRole("button", { name: /^Cancel / });
+  await cancel.click();
+  await waitState(card, "cancelled");
+  assert.equal(await cancel.isVisible(), false);
+  await page.fill("#demo-fail", "0");
+});
+
+await check("one of every item in stock is ordered, priced and stored", async () => {
+  // Also keeps the page's copy of the catalog honest: an unknown SKU would be a 422.
+  const skus = await page.locator("input[data-sku]").evaluateAll((inputs) => inputs.map((i) => i.dataset.sku));
+  for (const sku of skus) if (sku !== "poster-limited") await page.fill(`#qty-${sku}`, "1");
+  const before = await cardCount(page);
+  await page.click("#order-form button[type=submit]");
+  const card = await newCard(page, before);
+  await waitState(card, "succeeded");
+  assert.equal(await card.getByRole("progressbar").getAttribute("aria-valuenow"), "100");
+  for (const sku of skus) await page.fill(`#qty-${sku}`, "0");
+});
+
 await check("a job past its estimate says it is taking longer than expected", async () => {
   // The estimate comes from recent processing times; the page is given one in the past.
   await page.route("**/v1/jobs/*", async (route) => {

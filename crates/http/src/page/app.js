@@ -237,8 +237,10 @@
     p.title.textContent = label;
     p.state.textContent = job.state;
     p.state.className = `state state-${job.state}`;
+    entry.node.dataset.attempts = String(job.attempts);
     const meta = [`submitted ${time(job.submitted_at)}`];
-    if (job.attempts > 1) meta.push(`attempt ${job.attempts} of ${job.max_attempts}`);
+    const retrying = job.state === "queued" && job.attempts > 0;
+    if (job.attempts > 1 || retrying) meta.push(`attempt ${job.attempts} of ${job.max_attempts}`);
     p.meta.textContent = meta.join(" · ");
 
     const percent = Math.max(0, Math.min(100, Number(job.progress && job.progress.percent) || 0));
@@ -247,7 +249,10 @@
     p.bar.setAttribute("aria-valuetext", message ? `${percent} %: ${message}` : `${percent} %`);
     p.bar.setAttribute("aria-label", `Progress of ${label}`);
     p.fill.style.width = `${percent}%`;
-    p.message.textContent = message || (job.state === "queued" ? "Waiting for a worker." : "");
+    // The latest history note says what happened in words for people ("… will be retried").
+    const history = Array.isArray(job.history) ? job.history : [];
+    const note = history.length ? history[history.length - 1].note : "";
+    p.message.textContent = retrying ? note || "Waiting to be retried." : message || (job.state === "queued" ? "Waiting for a worker." : note);
 
     const late = isLate(job);
     p.late.hidden = !late;
@@ -436,7 +441,13 @@
       showProblem(status, new ApiError(0, "Check the numbers", "Steps and milliseconds per step are whole numbers, 0 or more."));
       return;
     }
+    const failAttempts = wholeNumber($("demo-fail"));
+    if (failAttempts === null) {
+      showProblem(status, new ApiError(0, "Check the numbers", "The attempts to fail are a whole number, 0 or more."));
+      return;
+    }
     const input = { steps, step_ms: stepMs };
+    if (failAttempts > 0) input.fail_attempts = failAttempts;
     const reason = $("demo-reject").value;
     if (reason.trim() !== "") input.reject = reason;
     submit(form, status, { kind: "demo", input });
