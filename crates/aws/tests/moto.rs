@@ -20,12 +20,12 @@ use ackflow_aws::{
 use ackflow_core::report::Deltas;
 use ackflow_core::{
     Ackflow, Change, Clock, CorrelationId, Disposition, IdempotencyKey, Job, JobId, JobState,
-    JobStore, Kind, NewJob, OutgoingMessage, Owner, PortError, Queue, QueueDepth, Settings,
-    Submission, SystemClock, WriteError,
+    JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError, Queue, QueueDepth,
+    Settings, Submission, SystemClock, WriteError,
 };
 use ackflow_processors::order::OrderBook;
 use ackflow_processors::registry_with;
-use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, StoreFixture};
+use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, RedriveFixture, StoreFixture};
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
@@ -113,6 +113,41 @@ async fn fresh_order_book() -> OrderBookFixture {
         book: Arc::new(book),
         guard: (),
     }
+}
+
+/// The use cases with the `demo` processor on a fresh table and queue pair, on a manual clock
+/// (the redrive scenarios move it past job deadlines; SQS keeps its own time).
+async fn fresh_redrive() -> RedriveFixture {
+    let clients = moto().await;
+    let settings = Settings::default();
+    let table = fresh_table(&clients).await;
+    let queue = fresh_queue_pair(
+        &clients,
+        MAX_RECEIVE_COUNT,
+        u32::try_from(settings.visibility_timeout.as_secs()).expect("secs"),
+    )
+    .await;
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let book = Arc::new(DynamoOrderBook::new(clients.dynamo.clone(), table.clone()));
+    RedriveFixture {
+        app: Ackflow::new(
+            Arc::new(DynamoJobStore::new(clients.dynamo, table)),
+            Arc::new(queue),
+            registry_with(book, clock.clone(), true),
+            clock.clone(),
+            settings,
+        ),
+        clock,
+        max_receive_count: MAX_RECEIVE_COUNT,
+        guard: (),
+    }
+}
+
+mod redrive {
+    ackflow_testkit::redrive_tests!(
+        #[ignore = "needs moto server: run infra/scripts/test-all"]
+        super::fresh_redrive
+    );
 }
 
 mod queue_contract {
