@@ -1,14 +1,37 @@
 //! The OpenAPI 3.1 document, generated from the `#[utoipa::path]` annotations of the handlers
-//! and the `ToSchema` wire types, plus two finishing touches: the bearer security scheme and the
-//! catalog of problem types (built from core's constructors, so it cannot drift from them).
+//! and the `ToSchema` wire types, plus finishing touches (the `Modify`s below): the bearer
+//! security scheme, the catalog of problem types (built from core's constructors), parameter
+//! types without `null` or machine formats, links from a submission to its job, and the
+//! `X-Correlation-Id` header on every answer.
+//!
+//! Checked two ways: `tests/openapi.rs` holds the document to the router (every routed path and
+//! method, each operation's problem answers, the headers), and `infra/scripts/schemathesis`
+//! holds a live server to the document.
 
 use ackflow_core::{JobState, Problem};
-use utoipa::openapi::schema::{SchemaType, Type};
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::view;
+
+/// The header that ties a request to its log lines.
+const CORRELATION_HEADER: &str = "X-Correlation-Id";
+
+/// How the `X-Correlation-Id` answer header is described on every response.
+const CORRELATION_OUT: &str =
+    "The request's correlation id (the one sent, when valid, else a generated one); log lines carry it too.";
+
+/// How the `X-Correlation-Id` request header is described on every operation. The server takes
+/// the header as a hint, never as a reason to refuse a request: a value that is not 1 to 128 of
+/// `[A-Za-z0-9-_.:]` is replaced by a generated one, so the document states no constraint.
+/// (See [`CorrelationHeader`] for the answer header.)
+pub(crate) const CORRELATION_IN: &str = "Ties the request's log lines together and is echoed on the answer. \
+    1 to 128 letters, digits, `-`, `_`, `.` or `:`; any other value (or none) is replaced by a generated id.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +51,7 @@ use crate::view;
         crate::jobs::list_jobs,
         crate::report::report,
         crate::page::index,
+        crate::page::asset,
         crate::page::openapi_json,
     ),
     components(schemas(
@@ -47,7 +71,7 @@ use crate::view;
         view::ProblemSchema,
         view::FieldErrorSchema,
     )),
-    modifiers(&BearerScheme, &ProblemCatalog, &PlainParameters),
+    modifiers(&BearerScheme, &ProblemCatalog, &PlainParameters, &JobLinks, &CorrelationHeader),
     tags(
         (name = "jobs", description = "Submit, read, wait for, cancel and list jobs."),
         (name = "report", description = "Figures about your jobs."),
@@ -131,8 +155,12 @@ impl Modify for ProblemCatalog {
     }
 }
 
-/// Optional header parameters come out of the macros as `type: [string, "null"]`; a header is
-/// either sent or not, never `null`, so the `null` is dropped from every parameter's type.
+/// Two corrections to the parameters the macros write:
+/// - optional ones come out as `type: [string, "null"]`; a header or query parameter is either
+///   sent or not, never `null`, so the `null` is dropped;
+/// - integers get a machine format (`int64`, `int32`), which implies bounds the server does not
+///   have: it reads any run of digits (a longer `wait` is shortened to the cap; `limit` states its
+///   own range), so the format is dropped and only the stated minimum and maximum remain.
 struct PlainParameters;
 
 impl Modify for PlainParameters {
@@ -151,6 +179,11 @@ impl Modify for PlainParameters {
             for operation in operations.into_iter().flatten() {
                 for parameter in operation.parameters.iter_mut().flatten() {
                     if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+                        if schema.schema_type == SchemaType::Type(Type::Integer)
+                            || matches!(&schema.schema_type, SchemaType::Array(types) if types.contains(&Type::Integer))
+                        {
+                            schema.format = None;
+                        }
                         if let SchemaType::Array(types) = &schema.schema_type {
                             let kept: Vec<Type> = types
                                 .iter()
@@ -162,6 +195,81 @@ impl Modify for PlainParameters {
                                 _ => SchemaType::Array(kept),
                             };
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// OpenAPI links from an accepted job to the operations on it, so that tools (and schemathesis's
+/// stateful phase) can follow a submission to reading and cancelling that very job.
+struct JobLinks;
+
+impl Modify for JobLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(post) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/jobs")
+            .and_then(|item| item.post.as_mut())
+        else {
+            return;
+        };
+        let Some(RefOr::T(accepted)) = post.responses.responses.get_mut("202") else {
+            return;
+        };
+        for (operation, description) in [
+            ("getJob", "Read the accepted job, or wait for it to change."),
+            ("cancelJob", "Cancel the accepted job while it is queued."),
+        ] {
+            // utoipa 5.5 serializes `Link::operation_id` as `operation_id`, not `operationId`, so
+            // tools do not see it; the field goes in through the (flattened) extensions instead.
+            let mut name = Extensions::default();
+            name.insert("operationId".to_owned(), operation.into());
+            accepted.links.insert(
+                operation.to_owned(),
+                RefOr::T(
+                    LinkBuilder::new()
+                        .parameter("id", "$response.body#/id")
+                        .description(description)
+                        .extensions(Some(name))
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The `X-Correlation-Id` the middleware sets on every answer (problems, 304s and the page
+/// included), written once here rather than on each response of each annotation.
+struct CorrelationHeader;
+
+impl Modify for CorrelationHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .entry(CORRELATION_HEADER.to_owned())
+                            .or_insert_with(|| {
+                                HeaderBuilder::new()
+                                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                                    .description(Some(CORRELATION_OUT))
+                                    .build()
+                            });
                     }
                 }
             }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::doc::CORRELATION_IN;
 use crate::error::{retry_after_value, ApiError};
 use crate::extract::{
     self, bad_param, Caller, Correlation, IfNoneMatch, JobPath, QueryParams, Trace,
@@ -39,8 +40,7 @@ const REVALIDATE: &str = "private, no-cache";
     params(
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
             description = "1 to 255 printable ASCII characters; makes the request safe to retry."),
-        ("X-Correlation-Id" = Option<String>, Header, min_length = 1, max_length = 128,
-            description = "Ties log lines together; echoed on the answer (generated when absent or invalid)."),
+        ("X-Correlation-Id" = Option<String>, Header, description = CORRELATION_IN),
     ),
     request_body(content = Submit, content_type = "application/json",
         description = "The kind of job and its input. Any `application/*+json` type is accepted too."),
@@ -52,7 +52,6 @@ const REVALIDATE: &str = "private, no-cache";
                 ("Retry-After" = u64, description = "Seconds until the job is likely to have ended (at least 1)."),
                 ("ETag" = String, description = "The job's version; send it as `If-None-Match` when polling."),
                 ("Idempotent-Replayed" = bool, description = "`true` when this answers an earlier request with the same Idempotency-Key."),
-                ("X-Correlation-Id" = String, description = "The request's correlation id."),
             )),
         (status = 400, description = "Malformed JSON (with line and column), or an invalid Idempotency-Key.",
             body = ProblemSchema, content_type = "application/problem+json"),
@@ -140,7 +139,7 @@ fn accepted_response(accepted: &Accepted) -> Response {
             description = "Long-poll: seconds to wait for a change from `If-None-Match` (shortened to the cap, 20 s on one machine, 10 s on AWS by default)."),
         ("If-None-Match" = Option<String>, Header,
             description = "The `ETag` the client has; unchanged → `304`."),
-        ("X-Correlation-Id" = Option<String>, Header, min_length = 1, max_length = 128, description = "Echoed on the answer."),
+        ("X-Correlation-Id" = Option<String>, Header, description = CORRELATION_IN),
     ),
     responses(
         (status = 200, description = "The job (with its result when it succeeded).", body = JobView,
@@ -148,7 +147,6 @@ fn accepted_response(accepted: &Accepted) -> Response {
                 ("ETag" = String, description = "The job's version."),
                 ("Retry-After" = u64, description = "While the job has not ended: seconds until it is likely to have."),
                 ("Cache-Control" = String, description = "`private, no-cache`: revalidate with the ETag."),
-                ("X-Correlation-Id" = String, description = "The request's correlation id."),
             )),
         (status = 304, description = "Unchanged since `If-None-Match` (after the wait, if any).",
             headers(
@@ -209,7 +207,7 @@ pub(crate) async fn get_job(
     security((), ("bearer" = [])),
     params(
         ("id" = String, Path, description = "The job's id."),
-        ("X-Correlation-Id" = Option<String>, Header, min_length = 1, max_length = 128, description = "Echoed on the answer."),
+        ("X-Correlation-Id" = Option<String>, Header, description = CORRELATION_IN),
     ),
     responses(
         (status = 200, description = "Cancelled; the job as it is now.", body = JobView,
@@ -262,7 +260,7 @@ pub(crate) async fn cancel_job(
         ("kind" = Option<String>, Query, description = "Only jobs of this kind."),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)."),
         ("cursor" = Option<String>, Query, description = "The `next` of the previous page."),
-        ("X-Correlation-Id" = Option<String>, Header, min_length = 1, max_length = 128, description = "Echoed on the answer."),
+        ("X-Correlation-Id" = Option<String>, Header, description = CORRELATION_IN),
     ),
     responses(
         (status = 200, description = "A page of jobs.", body = JobList,

@@ -41,7 +41,7 @@ pub mod view;
 use std::sync::Arc;
 
 use ackflow_core::Ackflow;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 pub use auth::{Anonymous, BearerTokens, OwnerResolver};
@@ -77,18 +77,34 @@ pub fn router(state: ApiState) -> Router {
             None
         }
     };
-    Router::new()
-        .route("/", get(page::index))
-        .route("/assets/{file}", get(page::asset))
-        .route(
-            "/openapi.json",
-            get(move || page::openapi_json(document.clone())),
-        )
-        .route("/v1/jobs", get(jobs::list_jobs).post(jobs::submit))
-        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/report", get(report::report))
+    routes(document)
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
         .fallback(page::not_found)
         .method_not_allowed_fallback(page::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::correlate))
         .with_state(state)
+}
+
+/// Every path the router serves, as its routes spell them (`{id}` for a path parameter). The
+/// OpenAPI tests hold the document to exactly these.
+pub fn routed_paths() -> Vec<&'static str> {
+    routes(None).into_iter().map(|(path, _)| path).collect()
+}
+
+/// The routes, in one table so that [`router`] and [`routed_paths`] cannot disagree.
+fn routes(document: Option<Arc<str>>) -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("/", get(page::index)),
+        ("/assets/{file}", get(page::asset)),
+        (
+            "/openapi.json",
+            get(move || page::openapi_json(document.clone())),
+        ),
+        ("/v1/jobs", get(jobs::list_jobs).post(jobs::submit)),
+        ("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job)),
+        ("/v1/report", get(report::report)),
+    ]
 }

@@ -69,7 +69,7 @@ pub(crate) async fn index() -> Response {
     path = "/assets/{file}",
     tag = "meta",
     operation_id = "pageAsset",
-    params(("file" = String, Path, description = "`app.js`, `app.css` or `icon.svg`.")),
+    params(("file" = String, Path, example = "app.js", description = "`app.js`, `app.css` or `icon.svg`.")),
     responses(
         (status = 200, description = "The file.",
             content((String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml")),

@@ -5,6 +5,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::doc::CORRELATION_IN;
 use crate::error::ApiError;
 use crate::extract::Caller;
 use crate::view::{ProblemSchema, ReportView};
@@ -23,7 +24,7 @@ use crate::ApiState;
     operation_id = "getReport",
     security((), ("bearer" = [])),
     params(
-        ("X-Correlation-Id" = Option<String>, Header, min_length = 1, max_length = 128, description = "Echoed on the answer."),
+        ("X-Correlation-Id" = Option<String>, Header, description = CORRELATION_IN),
     ),
     responses(
         (status = 200, description = "The report.", body = ReportView),

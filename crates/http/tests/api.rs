@@ -954,6 +954,7 @@ async fn the_openapi_document_describes_every_route() {
         paths,
         BTreeSet::from([
             "/",
+            "/assets/{file}",
             "/openapi.json",
             "/v1/jobs",
             "/v1/jobs/{id}",
