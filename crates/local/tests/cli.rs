@@ -135,6 +135,48 @@ fn submit_wait_follows_a_demo_job_with_plain_progress_lines_and_ends_with_its_re
     assert!(last.starts_with("100% succeeded · "), "{last:?}");
 }
 
+/// On a terminal the progress is one bar redrawn in place. `script` (util-linux, essential on
+/// Debian) runs the command on a pseudo-terminal, as a person's shell would.
+#[test]
+fn on_a_terminal_the_progress_is_a_bar_redrawn_in_place() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path());
+    let command = format!(
+        "'{}' submit --kind demo --input '{{\"steps\": 5, \"step_ms\": 100}}' --wait --server '{}'",
+        env!("CARGO_BIN_EXE_ackflow"),
+        server.base
+    );
+
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("ACKFLOW_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs (apt-get install bsdutils)");
+
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let screen = stdout(&out);
+    // Redrawn in place (carriage return, erase line), never one line per change.
+    assert!(screen.contains("\r\u{1b}[2K"), "{screen:?}");
+    // A bar: `[===>   ]  NN% state · message` (which states it caught depends on timing).
+    assert!(
+        screen.contains(" [=") && screen.contains("] "),
+        "{screen:?}"
+    );
+    assert!(
+        ["% queued · ", "% running · ", "% succeeded · "]
+            .iter()
+            .any(|tail| screen.contains(tail)),
+        "{screen:?}"
+    );
+    // The bar is cleared before the summary, which stands on its own line.
+    assert!(
+        screen.contains("\u{1b}[2Kjob ")
+            && screen.contains(" (demo) succeeded after 1 attempt\r\n"),
+        "{screen:?}"
+    );
+}
+
 #[test]
 fn watch_ends_with_the_problems_detail_and_exit_code_1_when_the_job_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
