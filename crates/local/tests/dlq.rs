@@ -394,3 +394,133 @@ fn dlq_on_a_directory_without_a_database_is_an_error_that_names_it() {
         text(&out.stderr)
     );
 }
+
+// ---- through the binary, on AWS (moto) -----------------------------------------------------------
+
+#[cfg(feature = "aws")]
+mod on_aws {
+    use super::*;
+
+    use ackflow_aws::{https_client, schema, Clients, DynamoJobStore, DynamoOrderBook, SqsQueue};
+    use ackflow_core::JobId;
+    use aws_config::{BehaviorVersion, Region};
+    use aws_sdk_sqs::config::Credentials;
+
+    /// The variables the functions (and `ackflow dlq --aws`) read, pointing at moto.
+    struct Deployment {
+        env: Vec<(&'static str, String)>,
+        app: Ackflow,
+        clock: Arc<ManualClock>,
+    }
+
+    async fn deployment() -> Deployment {
+        let url = std::env::var("ACKFLOW_MOTO_URL").expect(
+            "ACKFLOW_MOTO_URL is not set: run infra/scripts/test-all, or \
+             export ACKFLOW_MOTO_URL=$(infra/scripts/moto start)",
+        );
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
+            .endpoint_url(&url)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await;
+        let clients = Clients::from_sdk_config(&config);
+        let name = format!("dlq-cli-{}", JobId::random().as_uuid().simple());
+        schema::create_table(&clients.dynamo, &name)
+            .await
+            .expect("create table");
+        let settings = Settings::default();
+        let (queue_url, dlq_url) = schema::create_queues(
+            &clients.sqs,
+            &name,
+            MAX_RECEIVE_COUNT,
+            u32::try_from(settings.visibility_timeout.as_secs()).expect("secs"),
+        )
+        .await
+        .expect("create queues");
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let book = Arc::new(DynamoOrderBook::new(clients.dynamo.clone(), name.clone()));
+        let app = Ackflow::new(
+            Arc::new(DynamoJobStore::new(clients.dynamo.clone(), name.clone())),
+            Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                queue_url.clone(),
+                dlq_url.clone(),
+            )),
+            registry_with(book, clock.clone(), true),
+            clock.clone(),
+            settings,
+        );
+        Deployment {
+            env: vec![
+                ("ACKFLOW_QUEUE_URL", queue_url),
+                ("ACKFLOW_DLQ_URL", dlq_url),
+                ("ACKFLOW_TABLE", name),
+                ("AWS_ENDPOINT_URL", url),
+                ("AWS_REGION", "us-east-1".to_owned()),
+                ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+                ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ],
+            app,
+            clock,
+        }
+    }
+
+    fn ackflow_aws(d: &Deployment, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ackflow"))
+            .args(args)
+            .arg("--aws")
+            .envs(d.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("AWS_PROFILE")
+            .env("ACKFLOW_LOG", "warn")
+            .output()
+            .expect("the ackflow binary runs")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs moto server: run infra/scripts/test-all"]
+    async fn dlq_redrive_with_aws_brings_a_dead_lettered_job_back_on_sqs_and_dynamodb() {
+        let d = deployment().await;
+        let job = submit_demo(&d.app).await;
+        dead_letter_and_fail(&d.app, &d.clock, &job).await;
+        let id = job.id.to_string();
+
+        let listed = ackflow_aws(&d, &["dlq", "list"]);
+        assert!(listed.status.success(), "{}", text(&listed.stderr));
+        let table = text(&listed.stdout);
+        assert!(table.contains(&id) && table.contains("failed"), "{table}");
+
+        let redriven = ackflow_aws(&d, &["dlq", "redrive", "--json"]);
+        assert!(redriven.status.success(), "{}", text(&redriven.stderr));
+        let report: Value = serde_json::from_slice(&redriven.stdout).expect("JSON");
+        assert_eq!(report["reopened"], 1, "{report}");
+        assert_eq!(report["messages"][0]["job_id"], json!(id));
+
+        // The worker (here in-process, as the Lambda would) finishes the job. The redrive gave
+        // it a deadline on the real clock, which the test's clock passed to fail it: back to now.
+        d.clock.set(SystemClock.now());
+        let delivery = d
+            .app
+            .queue()
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive")
+            .pop()
+            .expect("the redriven message");
+        let disposition = d.app.handle(&delivery).await;
+        d.app.settle(&delivery, disposition).await.expect("settle");
+        let done = get(&d.app, &job).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
+        assert_eq!(done.generation, job.generation + 1);
+        assert!(done.history.iter().any(|h| h.note == REDRIVE_NOTE));
+
+        let again = ackflow_aws(&d, &["dlq", "redrive"]);
+        assert!(again.status.success(), "{}", text(&again.stderr));
+        assert!(
+            text(&again.stdout).contains("Reopened 0, resent 0, discarded 0"),
+            "{}",
+            text(&again.stdout)
+        );
+    }
+}
