@@ -12,8 +12,10 @@ use ackflow_core::{JobState, Problem};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::Required;
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
@@ -155,12 +157,14 @@ impl Modify for ProblemCatalog {
     }
 }
 
-/// Two corrections to the parameters the macros write:
+/// Three corrections to the parameters the macros write:
 /// - optional ones come out as `type: [string, "null"]`; a header or query parameter is either
 ///   sent or not, never `null`, so the `null` is dropped;
 /// - integers get a machine format (`int64`, `int32`), which implies bounds the server does not
 ///   have: it reads any run of digits (a longer `wait` is shortened to the cap; `limit` states its
-///   own range), so the format is dropped and only the stated minimum and maximum remain.
+///   own range), so the format is dropped and only the stated minimum and maximum remain;
+/// - an optional query parameter sent empty (`?state=`, as HTML forms send unset fields) counts
+///   as absent, so each one also admits the empty string.
 struct PlainParameters;
 
 impl Modify for PlainParameters {
@@ -194,6 +198,18 @@ impl Modify for PlainParameters {
                                 [one] => SchemaType::Type(one.clone()),
                                 _ => SchemaType::Array(kept),
                             };
+                        }
+                    }
+                    if parameter.parameter_in == ParameterIn::Query
+                        && parameter.required == Required::False
+                    {
+                        if let Some(schema) = parameter.schema.take() {
+                            let empty = ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .max_length(Some(0));
+                            parameter.schema = Some(RefOr::T(Schema::AnyOf(
+                                AnyOfBuilder::new().item(schema).item(empty).build(),
+                            )));
                         }
                     }
                 }
