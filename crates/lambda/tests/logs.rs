@@ -185,3 +185,43 @@ async fn a_failed_and_a_retried_job_are_logged_with_their_problem_and_attempt() 
     assert_eq!(retried["fields"]["correlation_id"], "req-flaky");
     assert_eq!(retried["fields"]["attempt"], 1);
 }
+
+#[tokio::test]
+async fn a_malformed_trace_header_is_dropped_and_never_refuses_the_job() {
+    // Every test of this binary logs through its own subscriber: a thread without one would
+    // share the callsites' cached interest with the others and could make them miss lines.
+    let captured = Captured::default();
+    let _logs =
+        tracing::subscriber::set_default(json_logs(EnvFilter::new("info"), captured.clone()));
+    let pipeline = pipeline();
+    for (i, bad) in [
+        "Root=not-a-trace",
+        "Root=1-6745f1a0-0123456789abcdef01234567;x=a b",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let job = pipeline
+            .submit_with(
+                json!({"kind": "demo", "input": {}}),
+                &format!("req-bad-trace-{i}"),
+                None,
+                bad,
+            )
+            .await;
+        assert_eq!(job["state"], "queued");
+    }
+    let (deliveries, response) = pipeline.work().await;
+    assert_eq!(deliveries.len(), 2);
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(!captured.lines().is_empty());
+    for delivery in &deliveries {
+        assert_eq!(delivery.trace_header(), None);
+        assert!(
+            !delivery
+                .attributes
+                .contains_key(ackflow_core::job::attributes::TRACE_HEADER),
+            "{delivery:?}"
+        );
+    }
+}

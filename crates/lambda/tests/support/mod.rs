@@ -69,13 +69,25 @@ impl Pipeline {
         correlation_id: &str,
         invocation_trace: Option<&str>,
     ) -> Value {
+        self.submit_with(body, correlation_id, invocation_trace, API_GATEWAY_TRACE)
+            .await
+    }
+
+    /// Like [`Pipeline::submit`], with API Gateway's `X-Amzn-Trace-Id` header as given.
+    pub async fn submit_with(
+        &self,
+        body: Value,
+        correlation_id: &str,
+        invocation_trace: Option<&str>,
+        api_gateway_trace: &str,
+    ) -> Value {
         let mut context = Context::default();
         context.request_id = "invocation-1".to_owned();
         context.xray_trace_id = invocation_trace.map(str::to_owned);
         let mut request = axum::http::Request::post("/v1/jobs")
             .header("content-type", "application/json")
             .header("x-correlation-id", correlation_id)
-            .header("x-amzn-trace-id", API_GATEWAY_TRACE)
+            .header("x-amzn-trace-id", api_gateway_trace)
             .body(Body::from(body.to_string()))
             .expect("request");
         request.extensions_mut().insert(context);
