@@ -205,7 +205,9 @@ mod tests {
         assert_eq!(namespace(None).expect("default").namespace, "ackflow");
         assert_eq!(namespace(Some(" ")).expect("default").namespace, "ackflow");
         assert_eq!(
-            namespace(Some("shop/ackflow-prod")).expect("valid").namespace,
+            namespace(Some("shop/ackflow-prod"))
+                .expect("valid")
+                .namespace,
             "shop/ackflow-prod"
         );
         for bad in ["AWS/Lambda", "émoji", "a;b", &"n".repeat(256)] {
