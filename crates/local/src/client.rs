@@ -195,8 +195,9 @@ impl Client {
         Ok(versioned(resp).await?.job)
     }
 
-    /// Follows the job from `start` until it has ended, long-polling; calls `on_change` with
-    /// every version it sees (the first one included) and returns the last.
+    /// Follows the job from `start` until it has ended, long-polling; calls `on_answer` with the
+    /// job as it stands after every answer (the first one included; an unchanged job again after
+    /// each long-poll that ran out) and returns the last version.
     ///
     /// Transient failures (a gateway's 502/504, 503, 429, a dropped connection) are ridden out,
     /// up to a few in a row, pausing as `Retry-After` says: the job goes on regardless, and
@@ -205,10 +206,10 @@ impl Client {
         &self,
         id: &str,
         start: Versioned,
-        mut on_change: impl FnMut(&Value),
+        mut on_answer: impl FnMut(&Value),
     ) -> Result<Value, ClientError> {
         let mut current = start;
-        on_change(&current.job);
+        on_answer(&current.job);
         let mut failures = 0;
         while !is_terminal(&current.job) {
             let outcome = match &current.etag {
@@ -221,11 +222,14 @@ impl Client {
                 }
             };
             match outcome {
-                Ok(Poll::Unchanged) => failures = 0,
+                Ok(Poll::Unchanged) => {
+                    failures = 0;
+                    on_answer(&current.job);
+                }
                 Ok(Poll::Changed(next)) => {
                     failures = 0;
                     current = next;
-                    on_change(&current.job);
+                    on_answer(&current.job);
                 }
                 Err(e) if e.is_transient() && failures < TRANSIENT_TRIES => {
                     failures += 1;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
+use ackflow_core::{Clock as _, SystemClock, Timestamp};
 use ackflow_http::view::ReportView;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -41,10 +42,14 @@ impl Progress {
         Self::Bar(bar)
     }
 
-    /// Shows `job` as it is now.
+    /// Shows `job` as it is now (called after every answer, changed or not, so that a job that
+    /// outlives its estimate says so even while nothing else changes).
     pub fn update(&mut self, job: &Value) {
         let percent = percent(job);
-        let message = format!("{} · {}", state(job), progress_message(job));
+        let mut message = format!("{} · {}", state(job), progress_message(job));
+        if overdue(job, SystemClock.now()) {
+            message.push_str(" (taking longer than estimated)");
+        }
         match self {
             Self::Bar(bar) => {
                 bar.set_position(percent);
@@ -66,6 +71,17 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Whether a job that has not ended is past its `estimated_completion`: instead of a bar that
+/// seems stuck, the person is told the estimate was too short.
+fn overdue(job: &Value, now: Timestamp) -> bool {
+    if matches!(state(job), "succeeded" | "failed" | "cancelled") {
+        return false;
+    }
+    job.get("estimated_completion")
+        .and_then(|v| serde_json::from_value::<Timestamp>(v.clone()).ok())
+        .is_some_and(|estimate| estimate < now)
 }
 
 fn state(job: &Value) -> &str {
@@ -242,6 +258,17 @@ mod tests {
         assert_eq!(millis(90_000), "90 s");
         assert_eq!(seconds(86_400), "24 h");
         assert_eq!(seconds(7 * 86_400), "7 days");
+    }
+
+    #[test]
+    fn a_job_past_its_estimate_is_overdue_until_it_ends() {
+        let now = Timestamp::parse_rfc3339("2026-11-27T10:00:00Z").expect("a time");
+        let job =
+            |state: &str, estimate: &str| json!({"state": state, "estimated_completion": estimate});
+        assert!(overdue(&job("running", "2026-11-27T09:59:59Z"), now));
+        assert!(!overdue(&job("running", "2026-11-27T10:00:01Z"), now));
+        assert!(!overdue(&job("succeeded", "2026-11-27T09:00:00Z"), now));
+        assert!(!overdue(&json!({"state": "queued"}), now));
     }
 
     #[test]
