@@ -240,3 +240,80 @@ pub fn report_text(report: &RedriveReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ackflow_core::{JobId, JobState, Kind, Owner, Redriven, Timestamp};
+
+    fn letter(job: Option<JobId>) -> DeadLetterView {
+        DeadLetterView {
+            message_id: "m-1".to_owned(),
+            job_id: job,
+            owner: job.map(|_| Owner::anonymous()),
+            generation: job.map(|_| 0),
+            kind: job.map(|_| Kind::parse("demo").expect("kind")),
+            state: job.map(|_| JobState::Failed),
+            job_generation: job.map(|_| 1),
+            why: job.map(|_| "Too late: the job ran out of time".to_owned()),
+            unreadable: job
+                .is_none()
+                .then(|| "not an ackflow message: x".to_owned()),
+            receive_count: 4,
+            dead_lettered_at: Some(Timestamp::from_millis(1_772_323_200_000)),
+        }
+    }
+
+    #[test]
+    fn the_listing_has_a_line_per_dead_letter_and_names_the_message_of_an_unreadable_one() {
+        let id = JobId::random();
+        let table = letters_table(&[letter(Some(id)), letter(None)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("JOB"), "{table}");
+        assert!(lines[1].starts_with(&id.to_string()), "{table}");
+        assert!(
+            lines[1].contains("demo") && lines[1].contains("failed"),
+            "{table}"
+        );
+        // The copy's generation and the job's differ: both are shown.
+        assert!(lines[1].contains("0/1"), "{table}");
+        assert!(lines[1].contains("2026-03-01T00:00:00"), "{table}");
+        assert!(lines[2].starts_with("? message m-1"), "{table}");
+        assert!(lines[2].ends_with("not an ackflow message: x"), "{table}");
+        assert_eq!(lines[3], "2 dead letter(s).");
+        assert_eq!(letters_table(&[]), "The dead-letter queue is empty.\n");
+    }
+
+    #[test]
+    fn the_redrive_report_has_a_line_per_message_and_the_counts() {
+        let id = JobId::random();
+        let mut report = RedriveReport {
+            reopened: 1,
+            unreadable: 1,
+            ..RedriveReport::default()
+        };
+        report.messages = vec![
+            Redriven {
+                message_id: "m-1".to_owned(),
+                job_id: Some(id),
+                action: RedriveAction::Reopened { generation: 2 },
+            },
+            Redriven {
+                message_id: "m-2".to_owned(),
+                job_id: None,
+                action: RedriveAction::LeftUnreadable {
+                    reason: "not an ackflow message".to_owned(),
+                },
+            },
+        ];
+        let text = report_text(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("reopened   {id}  (generation 2)"));
+        assert!(lines[1].starts_with("LEFT       message m-2"), "{text}");
+        assert_eq!(
+            lines[2],
+            "Reopened 1, resent 0, discarded 0, left unreadable 1, left after an error 0."
+        );
+    }
+}
