@@ -499,3 +499,46 @@ impl Queue for SqliteQueue {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::MIGRATIONS;
+    use ackflow_core::ManualClock;
+
+    /// A file written by the first release (schema 1, before dead letters had receipts) keeps
+    /// its dead letters, and the redrive can receive and delete them after the upgrade.
+    #[tokio::test]
+    async fn dead_letters_of_a_schema_1_file_can_be_received_after_the_upgrade() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            c.pragma_update(None, "user_version", 1).expect("version");
+            c.execute(
+                "INSERT INTO dead_letters (queue, id, body, attributes, sent_at, receive_count, \
+                 dead_lettered_at) VALUES ('jobs', 'm-1', 'old', '{}', 1, 8, 2)",
+                [],
+            )
+            .expect("an old dead letter");
+        }
+        let db = Db::open(&path, crate::Durability::Normal).expect("open and migrate");
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000)));
+        let queue = SqliteQueue::new(db, "jobs", 3, clock).expect("queue");
+
+        let got = queue
+            .receive_dead_letters(10, Duration::from_secs(30))
+            .await
+            .expect("receive dead letters");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].delivery.body, "old");
+        assert_eq!(got[0].delivery.receive_count, 8);
+        assert_eq!(got[0].dead_lettered_at, Some(Timestamp::from_millis(2)));
+        queue
+            .delete_dead_letter(&got[0].delivery.receipt)
+            .await
+            .expect("delete");
+        assert_eq!(queue.depth().await.expect("depth").dead, 0);
+    }
+}
