@@ -28,6 +28,8 @@ pub const REDRIVE_HOLD: Duration = Duration::from_secs(30);
 
 /// The most dead letters one receive asks for (SQS's batch).
 const RECEIVE_BATCH: usize = 10;
+/// Empty receives in a row that end a redrive.
+const EMPTY_RECEIVES: u32 = 3;
 
 /// The history note of a job the redrive sends back to the queue.
 pub const REDRIVE_NOTE: &str = "Sent back to the queue by an operator after it was dead-lettered";
@@ -223,6 +225,7 @@ impl Ackflow {
     pub async fn redrive_dead_letters(&self, limit: usize) -> Result<RedriveReport, PortError> {
         let mut report = RedriveReport::default();
         let mut received = 0;
+        let mut empty_receives = 0;
         while received < limit {
             let want = (limit - received).min(RECEIVE_BATCH);
             let batch = match self.queue.receive_dead_letters(want, REDRIVE_HOLD).await {
@@ -235,8 +238,15 @@ impl Ackflow {
                 }
             };
             if batch.is_empty() {
-                break;
+                // SQS's short polling samples a subset of its servers, so an empty answer from
+                // a small queue may not mean an empty queue: ask again a few times.
+                empty_receives += 1;
+                if empty_receives >= EMPTY_RECEIVES {
+                    break;
+                }
+                continue;
             }
+            empty_receives = 0;
             // Each message handled is hidden for REDRIVE_HOLD, so the next receive brings others
             // and the loop ends when the queue has nothing more to give.
             received += batch.len();
