@@ -524,3 +524,37 @@ mod on_aws {
         );
     }
 }
+
+#[tokio::test]
+async fn the_copy_of_a_job_that_no_longer_exists_is_discarded() {
+    let f = fresh().await;
+    let app = &f.app;
+    let job = submit_demo(app).await;
+    for _ in 0..=MAX_RECEIVE_COUNT {
+        app.queue()
+            .receive(10, Duration::ZERO)
+            .await
+            .expect("receive");
+    }
+    app.cancel(&job.owner, job.id).await.expect("cancel");
+    f.clock
+        .advance(app.settings().retention + Duration::from_secs(1));
+    assert_eq!(
+        app.store()
+            .purge_expired(f.clock.now(), 10)
+            .await
+            .expect("purge"),
+        1
+    );
+
+    let report = app.redrive_dead_letters(10).await.expect("redrive");
+    assert_eq!(report.discarded, 1, "{report:#?}");
+    assert!(report.is_clean());
+    assert_eq!(
+        report.messages[0].action,
+        RedriveAction::Discarded {
+            reason: "the job no longer exists".to_owned()
+        }
+    );
+    assert_eq!(app.queue().depth().await.expect("depth").dead, 0);
+}
