@@ -50,6 +50,14 @@ impl ServeArgs {
     pub fn settings(&self) -> Result<Settings, SettingsError> {
         Settings::from_lookup(Settings::default(), |name| std::env::var(name).ok())
     }
+
+    /// Reads every setting once and reports the first mistake, so that `serve` can refuse a bad
+    /// configuration before it announces an address.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.settings()?;
+        parse_tokens(&self.tokens)?;
+        Ok(())
+    }
 }
 
 /// Parses `token=owner,token=owner`.

@@ -222,3 +222,22 @@ async fn a_kill_9_and_a_restart_lose_no_accepted_job() {
         "no job is missing and none was duplicated"
     );
 }
+
+/// A mistake in the configuration stops `serve` before it says where it listens, so a script that
+/// waits for that line never talks to a server that is about to exit.
+#[test]
+fn a_bad_configuration_is_refused_before_the_server_announces_itself() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_ackflow"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("ACKFLOW_TOKENS", "short=alice")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("listening"), "announced: {stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ACKFLOW_TOKENS"), "unexplained: {stderr}");
+}
