@@ -544,6 +544,54 @@ fn cargo_lambda_violations(t: &Value) -> Vec<String> {
     out
 }
 
+/// The HTTP API routes exactly what the Router serves (as its OpenAPI document lists it): writes
+/// to the api function, reads to the status function, and only the page, its assets and the
+/// document without the authorizer.
+fn route_violations(t: &Value) -> Vec<String> {
+    const PUBLIC: [&str; 3] = ["GET /", "GET /assets/{file}", "GET /openapi.json"];
+    let document = serde_json::to_value(ackflow_http::openapi()).expect("the document serializes");
+    let served: BTreeSet<String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|m| item.get(*m).is_some())
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut routed = BTreeSet::new();
+    for (name, route) in of_type(t, "AWS::ApiGatewayV2::Route") {
+        let p = &route["Properties"];
+        let Some(key) = p["RouteKey"].as_str() else {
+            out.push(format!("{name}: RouteKey is not a plain string"));
+            continue;
+        };
+        routed.insert(key.to_owned());
+        let wanted = if key.starts_with("GET ") {
+            "StatusIntegration"
+        } else {
+            "ApiIntegration"
+        };
+        if p["Target"] != json!({ "Fn::Sub": format!("integrations/${{{wanted}}}") }) {
+            out.push(format!("{name} ({key}) does not target {wanted}"));
+        }
+        let public = p["AuthorizationType"] == "NONE";
+        if public != PUBLIC.contains(&key) {
+            out.push(format!("{name} ({key}): public is {public}"));
+        }
+    }
+    for missing in served.difference(&routed) {
+        out.push(format!("the Router serves {missing} but the HTTP API does not route it"));
+    }
+    for extra in routed.difference(&served) {
+        out.push(format!("the HTTP API routes {extra}, which the Router does not serve"));
+    }
+    out
+}
+
 // ------------------------------------------------------------------------------------- tests
 
 #[test]
@@ -738,4 +786,24 @@ fn a_table_index_that_differs_from_the_schema_is_caught() {
             ["AttributeName"] = json!("SweepAt");
     });
     assert_eq!(storage_violations(&t).len(), 1);
+}
+
+#[test]
+fn the_http_api_routes_exactly_what_the_router_serves() {
+    assert_eq!(route_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn a_route_the_router_serves_but_the_api_lacks_is_caught() {
+    let t = broken(|t| {
+        t["Resources"]
+            .as_object_mut()
+            .expect("resources")
+            .remove("ReportRoute");
+    });
+    let found = route_violations(&t);
+    assert!(
+        found.iter().any(|v| v.contains("GET /v1/report")),
+        "{found:?}"
+    );
 }
