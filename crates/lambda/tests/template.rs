@@ -584,10 +584,14 @@ fn route_violations(t: &Value) -> Vec<String> {
         }
     }
     for missing in served.difference(&routed) {
-        out.push(format!("the Router serves {missing} but the HTTP API does not route it"));
+        out.push(format!(
+            "the Router serves {missing} but the HTTP API does not route it"
+        ));
     }
     for extra in routed.difference(&served) {
-        out.push(format!("the HTTP API routes {extra}, which the Router does not serve"));
+        out.push(format!(
+            "the HTTP API routes {extra}, which the Router does not serve"
+        ));
     }
     out
 }
