@@ -650,13 +650,14 @@ fn findings() -> Vec<Case> {
     vec![
         // FINDING: a duplicate key is accepted (202), the last value winning (serde_json's
         // behaviour). A proxy or log reader that takes the first value sees another request than
-        // the one run (here kind "nope" vs "echo"); SPEC asks for a 400 on malformed JSON.
+        // the one run (here kind "nope" vs "echo"). RFC 8259 §4 leaves such objects' meaning
+        // unpredictable; refuse them (400, or 422 at the key) instead of picking one.
         case(
             "a duplicate key",
             400,
             post_json(r#"{"kind":"nope","kind":"echo","input":{"text":"x"}}"#),
         ),
-        // FINDING: the same, inside the input: two different `input`s, the second one is run.
+        // FINDING: the same for `input`: of two different inputs, the second one is run.
         case(
             "a duplicate input",
             400,
