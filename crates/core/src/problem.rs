@@ -190,7 +190,8 @@ impl Problem {
             422,
             "Unknown kind",
             format!(
-                "Nothing here processes jobs of kind '{kind}'. Known kinds: {}.",
+                "Nothing here processes jobs of kind '{}'. Known kinds: {}.",
+                quoted(kind),
                 known.join(", ")
             ),
         )
@@ -306,9 +307,37 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Text the sender chose, as quoted back in a detail: at most 64 characters (an answer never
+/// echoes a huge input) and no control characters (a detail is shown to people and logged).
+fn quoted(text: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_kind_is_quoted_short_and_without_control_characters() {
+        let long = Problem::unknown_kind(&"k".repeat(200 * 1024), &["demo".to_owned()]);
+        assert!(long.detail.len() < 200, "{}", long.detail);
+        assert!(long.detail.contains(&format!("'{}…'", "k".repeat(64))));
+        let odd = Problem::unknown_kind("a\nb\u{0}", &[]);
+        assert!(
+            odd.detail.contains("'a\u{FFFD}b\u{FFFD}'"),
+            "{}",
+            odd.detail
+        );
+    }
 
     #[test]
     fn problems_serialize_as_rfc9457() {

@@ -77,9 +77,12 @@ impl fmt::Debug for BearerTokens {
 impl OwnerResolver for BearerTokens {
     #[allow(clippy::result_large_err)]
     fn resolve(&self, parts: &Parts) -> Result<Owner, Problem> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
+        // Authorization is a singleton field (RFC 9110 §11.6.2): two of them are refused rather
+        // than one of them picked.
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let (first, second) = (values.next(), values.next());
+        let token = first
+            .filter(|_| second.is_none())
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
             .ok_or_else(Problem::unauthorized)?;

@@ -238,9 +238,18 @@ pub fn reject_announced_oversize(headers: &HeaderMap, limit: usize) -> Result<()
 /// The `Idempotency-Key` header, if any; a malformed one is a 400 (never silently ignored, or a
 /// retry the client believes safe would create a second job).
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two keys make the request ambiguous: an intermediary that reorders or merges headers could
+    // turn a retry into a second job.
+    if values.next().is_some() {
+        return Err(Problem::bad_request(
+            "The request has more than one Idempotency-Key header. Send exactly one.",
+        )
+        .into());
+    }
     value
         .to_str()
         .ok()
@@ -273,21 +282,108 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Parses JSON, saying where it breaks but never echoing the body.
+///
+/// An object with the same key twice is refused: RFC 8259 leaves its meaning to the reader, so
+/// a proxy or a log reader taking the first value would see another request than the one run
+/// (serde_json keeps the last).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        let what = match e.classify() {
-            Category::Eof => "it ends too early",
-            Category::Syntax => "syntax error",
-            Category::Data | Category::Io => "unreadable value",
-        };
-        Problem::malformed_json(&format!(
-            "{what} at line {}, column {}",
-            e.line(),
-            e.column()
-        ))
-        .into()
-    })
+    serde_json::from_slice::<Distinct>(bytes)
+        .map(|Distinct(value)| value)
+        .map_err(|e| {
+            use serde_json::error::Category;
+            let what = match e.classify() {
+                Category::Eof => "it ends too early",
+                Category::Syntax => "syntax error",
+                Category::Data if e.to_string().starts_with(DUPLICATE_KEY) => DUPLICATE_KEY,
+                Category::Data | Category::Io => "unreadable value",
+            };
+            Problem::malformed_json(&format!(
+                "{what} at line {}, column {}",
+                e.line(),
+                e.column()
+            ))
+            .into()
+        })
+}
+
+/// What a repeated key is called in the 400's detail (the key itself is not quoted: it may be
+/// huge).
+const DUPLICATE_KEY: &str = "the same key twice in one object";
+
+/// A JSON value whose objects have distinct keys (see [`parse_json`]). serde_json's depth limit
+/// still applies: it is checked by the parser before any visitor runs.
+struct Distinct(Value);
+
+impl<'de> serde::Deserialize<'de> for Distinct {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DistinctVisitor).map(Distinct)
+    }
+}
+
+struct DistinctVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DistinctVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Distinct(v)| v)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Distinct(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.contains_key(&key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            let Distinct(value) = map.next_value()?;
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
 }
 
 /// The `kind` and `input` of a submission body, or a 422 listing every misplaced field.
@@ -329,11 +425,23 @@ pub fn submission(body: Value) -> Result<(String, Value), ApiError> {
     };
     // A bounded list: enough to fix the body, never a huge echo of it.
     const MAX_REPORTED: usize = 10;
+    // A name is quoted (in the pointer) only while short: an answer never echoes a huge body.
+    const MAX_QUOTED_NAME: usize = 64;
     for name in fields.keys().take(MAX_REPORTED) {
-        errors.push(FieldError::new(
-            format!("/{}", escape_pointer(name)),
-            "unknown field; only 'kind' and 'input' are allowed",
-        ));
+        errors.push(if name.len() <= MAX_QUOTED_NAME {
+            FieldError::new(
+                format!("/{}", escape_pointer(name)),
+                "unknown field; only 'kind' and 'input' are allowed",
+            )
+        } else {
+            FieldError::new(
+                "",
+                format!(
+                    "an unknown field whose name is {} bytes long; only 'kind' and 'input' are allowed",
+                    name.len()
+                ),
+            )
+        });
     }
     match (kind, input) {
         (Some(kind), Some(input)) if errors.is_empty() => Ok((kind, input)),
@@ -354,6 +462,32 @@ mod tests {
 
     fn problem(e: ApiError) -> Problem {
         e.problem()
+    }
+
+    #[test]
+    fn json_reads_as_serde_json_reads_it_when_every_key_is_distinct() {
+        let text =
+            r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}],"c":{"d":18446744073709551615},"e":""}"#;
+        let ours = parse_json(text.as_bytes()).expect("parses");
+        let theirs: Value = serde_json::from_str(text).expect("parses");
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn a_key_given_twice_at_any_depth_is_a_400_that_does_not_quote_it() {
+        for text in [
+            r#"{"kind":"a","kind":"b"}"#,
+            r#"{"input":{"items":[{"sku":"x","sku":"y"}]}}"#,
+        ] {
+            let p = problem(parse_json(text.as_bytes()).expect_err("refused"));
+            assert_eq!(p.status, 400, "{text}");
+            assert!(p.detail.contains(DUPLICATE_KEY), "{}", p.detail);
+            assert!(
+                !p.detail.contains("sku") && !p.detail.contains("kind"),
+                "{}",
+                p.detail
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! problem+json answers for unknown addresses and methods.
 
 use ackflow_core::Problem;
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -78,7 +79,10 @@ pub(crate) async fn index() -> Response {
             body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn asset(Path(file): Path<String>) -> Response {
+pub(crate) async fn asset(file: Result<Path<String>, PathRejection>) -> Response {
+    // A name that is not even UTF-8 (`%FF`) names no file either: the same 404 problem, not
+    // axum's plain-text rejection.
+    let file = file.map(|Path(file)| file).unwrap_or_default();
     let (content_type, body) = match file.as_str() {
         "app.js" => ("text/javascript; charset=utf-8", APP_JS),
         "app.css" => ("text/css; charset=utf-8", APP_CSS),

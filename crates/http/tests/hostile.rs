@@ -305,7 +305,7 @@ fn case(name: &'static str, expected: u16, request: Request<Body>) -> Case {
     }
 }
 
-/// The catalog. Every case here passes today; cases that do not are under [`findings`].
+/// The catalog: each request and the 4xx it must get.
 fn catalog(body_limit: usize) -> Vec<Case> {
     let id = JobId::random();
     let ten_mb = "x".repeat(10 * 1024 * 1024);
@@ -639,47 +639,25 @@ fn catalog(body_limit: usize) -> Vec<Case> {
         case("id not UTF-8", 404, get("/v1/jobs/%FF%FE")),
         case("query not UTF-8", 400, get("/v1/jobs?cursor=%FF%FE")),
         case("query badly encoded", 400, get("/v1/jobs?cursor=%ZZ")),
-    ]
-}
-
-/// Hostile requests whose answer is not what it should be today. Each is a `// FINDING:` to fix
-/// in production code; until then they are tried only for what must hold regardless: no 5xx and
-/// the server keeps serving (some of them record a job today). A finding that starts passing is
-/// reported, so that it can move into the catalog.
-fn findings() -> Vec<Case> {
-    vec![
-        // FINDING: a duplicate key is accepted (202), the last value winning (serde_json's
-        // behaviour). A proxy or log reader that takes the first value sees another request than
-        // the one run (here kind "nope" vs "echo"). RFC 8259 §4 leaves such objects' meaning
-        // unpredictable; refuse them (400, or 422 at the key) instead of picking one.
+        // -- found by this catalog and fixed: answers never echo a huge input, and a request
+        // -- that says one thing twice is refused rather than read one way
         case(
             "a duplicate key",
             400,
             post_json(r#"{"kind":"nope","kind":"echo","input":{"text":"x"}}"#),
         ),
-        // FINDING: the same for `input`: of two different inputs, the second one is run.
         case(
             "a duplicate input",
             400,
             post_json(r#"{"kind":"echo","input":{"text":"a"},"input":{"text":"b"}}"#),
         ),
-        // FINDING: two Idempotency-Key headers are accepted (202) using the first one only; a
-        // retry whose intermediary reorders or merges them would create a second job. Should be
-        // a 400 like any other malformed key.
         case("two Idempotency-Keys", 400, {
             let mut r = keyed(b"one");
             r.headers_mut()
                 .append("idempotency-key", HeaderValue::from_static("two"));
             r
         }),
-        // FINDING: `GET /assets/%FF` is answered by axum's own `Path` rejection: 400 text/plain
-        // "Invalid URL: Invalid UTF-8 in `file`", not a problem+json 404 (page::asset extracts
-        // `Path<String>` directly instead of rejecting into a problem).
         case("asset name not UTF-8", 404, get("/assets/%FF")),
-        // FINDING: an unknown kind is quoted whole in the problem's `detail`
-        // (`Problem::unknown_kind` in core/problem.rs): a 200 KB kind gets a 200 KB answer (and a
-        // log line of that size wherever details are logged). Quote a bounded prefix instead; the
-        // answer is otherwise right (422 at /kind).
         case(
             "kind 10 KB long",
             422,
@@ -690,9 +668,6 @@ fn findings() -> Vec<Case> {
             422,
             submit(&json!({"kind": "k".repeat(200 * 1024), "input": {}})),
         ),
-        // FINDING: the same for unknown top-level fields: at most ten are listed
-        // (`extract::submission`), but each pointer quotes the field name whole, so one 100 KB
-        // name is a 100 KB answer.
         case(
             "unknown top-level field with a 100 KB name",
             422,
@@ -717,25 +692,6 @@ fn authorized(value: &[u8]) -> Request<Body> {
         HeaderValue::from_bytes(value).expect("header value"),
     );
     request
-}
-
-/// [`findings`] of a server with bearer tokens ([`alice_only`]).
-fn findings_with_tokens() -> Vec<Case> {
-    vec![
-        // FINDING: two `Authorization` headers, the valid one first, are accepted (202) as
-        // alice: `BearerTokens::resolve` reads only the first. Authorization is a singleton
-        // field (RFC 9110 §11.6.2), so two of them should be refused (401 or 400). Low severity:
-        // the caller does hold a valid token; the other order is refused (see the catalog).
-        // (A lower-case `bearer` scheme is accepted, rightly: schemes are case-insensitive.)
-        case("two tokens, the right one first", 401, {
-            let mut r = authorized(b"Bearer alice-token");
-            r.headers_mut().append(
-                AUTHORIZATION,
-                HeaderValue::from_static("Bearer mallory-token"),
-            );
-            r
-        }),
-    ]
 }
 
 // ---- the tests ---------------------------------------------------------------------------------
@@ -772,49 +728,6 @@ async fn every_hostile_request_is_a_4xx_problem_that_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn the_known_findings_never_answer_5xx_nor_stop_the_server() {
-    let anonymous = spawn_app();
-    let with_tokens = spawn_app_with(alice_only());
-    let cases: Vec<(&TestApp, Case)> = findings()
-        .into_iter()
-        .map(|c| (&anonymous, c))
-        .chain(
-            findings_with_tokens()
-                .into_iter()
-                .map(|c| (&with_tokens, c)),
-        )
-        .collect();
-    let count = cases.len();
-    for (
-        t,
-        Case {
-            name,
-            expected,
-            request,
-        },
-    ) in cases
-    {
-        let answer = t.send(request).await;
-        if check(name, expected, &answer).is_ok() {
-            eprintln!("finding {name:?} is fixed: move it into the catalog");
-        }
-        assert!(
-            !answer.status.is_server_error(),
-            "{name}: {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
-    }
-    anonymous.assert_still_serving().await;
-    let accepted = with_tokens.send(authorized(b"Bearer alice-token")).await;
-    assert_eq!(accepted.status, StatusCode::ACCEPTED);
-    eprintln!("hostile-input findings tried: {count}");
-}
-
-/// Hostile requests about a job that exists, where the id is fine and the rest is not: a
-/// malformed `wait`, a method the job does not have, an Idempotency-Key reused with another
-/// body. The job stays as it was and no second message is queued.
 #[tokio::test]
 async fn hostile_requests_about_an_existing_job_leave_it_as_it_was() {
     let t = spawn_app();
@@ -954,6 +867,14 @@ async fn hostile_credentials_are_401s_that_change_nothing() {
             authorized(b"Bearer alice-token\xff"),
         ),
         case("a 1 MB token", 401, authorized(&huge)),
+        case("two tokens, the right one first", 401, {
+            let mut r = authorized(b"Bearer alice-token");
+            r.headers_mut().append(
+                AUTHORIZATION,
+                HeaderValue::from_static("Bearer mallory-token"),
+            );
+            r
+        }),
         case("two tokens, the right one last", 401, {
             let mut r = authorized(b"Bearer mallory-token");
             r.headers_mut().append(
