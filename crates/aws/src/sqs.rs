@@ -180,13 +180,19 @@ impl SqsQueue {
         }
     }
 
-    /// Deletes a message of the dead-letter queue by its receipt; a stale receipt is the no-op
-    /// it is on the main queue (see [`Queue::delete`]).
-    async fn delete_from_dlq(&self, receipt: &Receipt) -> Result<(), PortError> {
+    /// Deletes a message of the queue at `url` by its receipt. A stale receipt is not an error:
+    /// the message was already deleted (or the receipt is not one of ours), the goal of a delete
+    /// is reached either way, and the late holder could do nothing with an error.
+    async fn delete_from(
+        &self,
+        what: &'static str,
+        url: &str,
+        receipt: &Receipt,
+    ) -> Result<(), PortError> {
         let outcome = self
             .client
             .delete_message()
-            .queue_url(&*self.dlq_url)
+            .queue_url(url)
             .receipt_handle(&receipt.0)
             .send()
             .await;
@@ -203,7 +209,7 @@ impl SqsQueue {
             {
                 Ok(())
             }
-            Err(e) => Err(classify("delete a dead letter", e)),
+            Err(e) => Err(classify(what, e)),
         }
     }
 
@@ -314,31 +320,8 @@ impl Queue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
-        let outcome = self
-            .client
-            .delete_message()
-            .queue_url(&*self.queue_url)
-            .receipt_handle(&receipt.0)
-            .send()
-            .await;
-        match outcome {
-            Ok(_) => Ok(()),
-            // The message was already deleted (or the receipt is not one of ours): the goal
-            // of a delete is reached either way, and the late holder could do nothing with an
-            // error.
-            #[allow(
-                deprecated,
-                reason = "older SQS endpoints still answer InvalidIdFormat"
-            )]
-            Err(e)
-                if e.as_service_error().is_some_and(|se| {
-                    se.is_receipt_handle_is_invalid() || se.is_invalid_id_format()
-                }) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify("delete a message", e)),
-        }
+        self.delete_from("delete a message", &self.queue_url, receipt)
+            .await
     }
 
     async fn change_visibility(
@@ -463,7 +446,8 @@ impl Queue for SqsQueue {
     }
 
     async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
-        self.delete_from_dlq(receipt).await
+        self.delete_from("delete a dead letter", &self.dlq_url, receipt)
+            .await
     }
 
     async fn depth(&self) -> Result<QueueDepth, PortError> {
