@@ -51,6 +51,7 @@ use std::time::Duration;
 use ackflow_core::{async_trait, Clock, JobStore, ManualClock, Queue, SystemClock, Timestamp};
 use ackflow_processors::order::OrderBook;
 
+pub mod faults;
 pub mod orders;
 pub mod queue;
 pub mod redrive;
