@@ -14,13 +14,22 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[], Stdio::inherit())
+    }
+
+    /// Starts `ackflow serve` on `data_dir` with extra environment variables (they win over the
+    /// defaults set here, so a test can choose short timings or a quieter log) and the server's
+    /// stderr sent to `stderr` (a log file keeps a noisy test's output readable). Returns once
+    /// the server has said where it listens.
+    pub fn start_with(data_dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("ACKFLOW_LOG", "warn")
             .env_remove("ACKFLOW_TOKENS")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the ackflow binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -31,9 +40,16 @@ impl ServerProcess {
         let base = first
             .trim()
             .strip_prefix("ackflow listening on ")
-            .expect("a 'listening on' line")
+            .unwrap_or_else(|| panic!("a 'listening on' line, not {first:?}"))
             .to_owned();
         Self { child, base }
+    }
+
+    /// SIGKILL: no shutdown code runs (no flush, no graceful stop); returns once the process is
+    /// reaped, so its files are free and its port is closed.
+    pub fn kill_hard(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
     }
 }
 
