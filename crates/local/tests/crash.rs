@@ -132,12 +132,16 @@ fn plan(seed: u64) -> (Vec<Planned>, Vec<Duration>) {
 }
 
 fn seed() -> u64 {
-    match std::env::var("ACKFLOW_CRASH_SEED") {
-        Ok(text) => text
+    // Set but empty counts as unset, as it does for the server's own variables.
+    match std::env::var("ACKFLOW_CRASH_SEED")
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+    {
+        Some(text) => text
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("ACKFLOW_CRASH_SEED must be a whole number, not {text:?}")),
-        Err(_) => {
+        None => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("after 1970");
