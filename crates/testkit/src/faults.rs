@@ -151,11 +151,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// One fault of each kind, with a latency longer than any lease of the tests' settings.
+    /// One fault of each kind. The latency (10 s) outlasts the leases, visibility timeouts and
+    /// resend times of the fault tests' settings, and stays well within their deadlines.
     pub const ALL_KINDS: [Fault; 5] = [
         Fault::Unavailable,
         Fault::Failed,
-        Fault::Latency(Duration::from_secs(120)),
+        Fault::Latency(Duration::from_secs(10)),
         Fault::Ambiguous,
         Fault::CrashAfterWrite,
     ];
@@ -185,7 +186,11 @@ pub struct Injected {
 
 impl fmt::Display for Injected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "injected fault at call {} ({}): {}", self.call, self.op, self.why)
+        write!(
+            f,
+            "injected fault at call {} ({}): {}",
+            self.call, self.op, self.why
+        )
     }
 }
 
@@ -305,7 +310,16 @@ impl FaultPlan {
             *n += 1;
             nth
         };
-        let injected = |why| PortError::unavailable(op.name(), Injected { op, call: index, why });
+        let injected = |why| {
+            PortError::unavailable(
+                op.name(),
+                Injected {
+                    op,
+                    call: index,
+                    why,
+                },
+            )
+        };
         if state.crashed {
             state.calls.push(Call {
                 index,
@@ -421,7 +435,9 @@ impl<S: JobStore> JobStore for FaultyStore<S> {
     }
 
     async fn input(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
-        self.plan.run(Op::StoreInput, self.inner.input(owner, id)).await
+        self.plan
+            .run(Op::StoreInput, self.inner.input(owner, id))
+            .await
     }
 
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
@@ -682,7 +698,9 @@ pub fn human_worded(problem: &Problem) -> Result<(), String> {
         "panicked at",
     ] {
         if text.contains(internal) {
-            return Err(format!("problem shows internals ({internal:?}): {problem:?}"));
+            return Err(format!(
+                "problem shows internals ({internal:?}): {problem:?}"
+            ));
         }
     }
     Ok(())
@@ -749,7 +767,9 @@ pub fn check_terminal_and_legal(
             }
         }
         (None, JobState::Failed) => return fail("failed without a problem".into()),
-        (Some(problem), _) => return fail(format!("a problem on a {} job: {problem:?}", job.state)),
+        (Some(problem), _) => {
+            return fail(format!("a problem on a {} job: {problem:?}", job.state))
+        }
         (None, _) => {}
     }
     if job.finished_at.is_none() || job.running_until.is_some() || job.sweep_at.is_some() {

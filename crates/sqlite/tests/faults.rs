@@ -1,0 +1,446 @@
+//! Every failure point of the use cases, on the real SQLite adapters (issue #5, "faults").
+//!
+//! Each use case (accept, the worker's handle + settle, cancel, the sweeper's resend and
+//! deadline, the operator's redrive) runs once without faults through
+//! [`FaultyStore`]/[`FaultyQueue`] to count its port calls; then once per call and fault kind
+//! (unavailable, failed, latency, an ambiguous write, a crash after the write). After each run
+//! the runtime "restarts": a fresh `Ackflow` on the same database file, without faults, plays
+//! worker and sweeper rounds on a moving clock until quiet, and the job must have come to rest
+//! in a legal terminal state (SPEC.md) with no message left behind.
+
+// Test code: a failed expectation is a failed test, and its message says which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackflow_core::service::dlq::REDRIVE_HOLD;
+use ackflow_core::{
+    AcceptError, Ackflow, CorrelationId, IdempotencyKey, JobId, JobState, JobStore, ListQuery,
+    ManualClock, Owner, Queue, Settings, Submission, Timestamp,
+};
+use ackflow_processors::registry_with;
+use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_testkit::faults::{
+    check_terminal_and_legal, drive_until_quiet, Fault, FaultPlan, FaultyQueue, FaultyStore,
+};
+use serde_json::{json, Value};
+
+/// Short times, so that recovery takes few rounds: the lease (3 s), the visibility timeout
+/// (3 s) and the resend time (5 s) are all shorter than the injected latency (10 s), and the
+/// deadline (60 s) much longer.
+fn settings() -> Settings {
+    Settings {
+        max_attempts: 3,
+        worker_timeout: Duration::from_secs(2),
+        lease_grace: Duration::from_secs(1),
+        visibility_timeout: Duration::from_secs(3),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        job_deadline: Duration::from_secs(60),
+        sweep_period: Duration::from_secs(1),
+        resend_after: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+/// One round of recovery lets this much time pass.
+const TICK: Duration = Duration::from_secs(1);
+/// Well past the deadline plus a sweep period: a job still open then lingers.
+const MAX_ROUNDS: u32 = 120;
+const KEY: &str = "fault-test-key";
+
+fn owner() -> Owner {
+    Owner::anonymous()
+}
+
+/// The app over the SQLite file at `path`, its ports wrapped by `plan` when given.
+fn app_on(path: &Path, clock: &Arc<ManualClock>, plan: Option<&Arc<FaultPlan>>) -> Ackflow {
+    let s = settings();
+    let db = Db::open(path, Durability::Normal).expect("db opens");
+    let store = SqliteStore::new(db.clone());
+    let queue =
+        SqliteQueue::new(db.clone(), "jobs", s.max_attempts + 3, clock.clone()).expect("queue");
+    let book = Arc::new(SqliteOrderBook::new(db).expect("order book"));
+    let registry = registry_with(book, clock.clone(), true);
+    let (store, queue): (Arc<dyn JobStore>, Arc<dyn Queue>) = match plan {
+        Some(plan) => (
+            Arc::new(FaultyStore::new(store, plan.clone())),
+            Arc::new(FaultyQueue::new(queue, plan.clone())),
+        ),
+        None => (Arc::new(store), Arc::new(queue)),
+    };
+    Ackflow::new(store, queue, registry, clock.clone(), s)
+}
+
+fn submission(input: &Value) -> Submission {
+    Submission {
+        owner: owner(),
+        kind: "demo".to_owned(),
+        input: input.clone(),
+        idempotency_key: Some(IdempotencyKey::parse(KEY).expect("valid key")),
+        correlation_id: CorrelationId::random(),
+        trace_header: None,
+    }
+}
+
+/// The use cases, each with the state it starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// A client submits a job.
+    Accept,
+    /// The worker receives, handles and settles the message of a queued job whose input is…
+    Handle(Input),
+    /// The owner cancels a queued job.
+    Cancel,
+    /// The sweeper re-sends the message of a queued job whose message was lost.
+    SweepResend,
+    /// The sweeper fails a job past its deadline.
+    SweepDeadline,
+    /// The operator redrives a dead-lettered job that failed.
+    Redrive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Succeeds,
+    FailsOnce,
+    Rejected,
+}
+
+impl Input {
+    fn json(self) -> Value {
+        match self {
+            Input::Succeeds => json!({"steps": 1}),
+            Input::FailsOnce => json!({"steps": 1, "fail_attempts": 1}),
+            Input::Rejected => json!({"reject": "The warehouse is closed today."}),
+        }
+    }
+}
+
+impl Case {
+    fn input(self) -> Value {
+        match self {
+            Case::Handle(input) => input.json(),
+            _ => Input::Succeeds.json(),
+        }
+    }
+}
+
+/// What the caller of the use case was told.
+#[derive(Debug)]
+enum Told {
+    Ok,
+    /// The error, for the failure message.
+    Err(#[allow(dead_code, reason = "read through Debug in failure messages")] String),
+}
+
+/// One run of a use case under `fault` at call `at`, then the restart and the checks.
+struct Run {
+    /// The port calls the use case made, by name.
+    calls: Vec<&'static str>,
+    /// The state the job came to rest in.
+    end: JobState,
+    /// Whether the caller was told of an error.
+    told_error: bool,
+}
+
+async fn run(case: Case, inject: Option<(usize, Fault)>) -> Result<Run, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ackflow.db");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
+    let plan = FaultPlan::with_clock(clock.clone());
+    let app = app_on(&path, &clock, Some(&plan));
+    let s = settings();
+    let input = case.input();
+
+    // ---- the state the use case starts from (no faults, calls not counted) -------------------
+    plan.pause();
+    let mut job: Option<JobId> = None;
+    if case != Case::Accept {
+        let accepted = app.accept(submission(&input)).await.expect("setup accept");
+        job = Some(accepted.job.id);
+    }
+    match case {
+        Case::SweepResend | Case::SweepDeadline | Case::Redrive => {
+            let batch = app
+                .queue()
+                .receive(1, s.visibility_timeout)
+                .await
+                .expect("setup receive");
+            let delivery = batch.first().expect("the job's message");
+            if case == Case::Redrive {
+                app.queue()
+                    .dead_letter(delivery)
+                    .await
+                    .expect("setup dead letter");
+            } else {
+                // The message is lost.
+                app.queue()
+                    .delete(&delivery.receipt)
+                    .await
+                    .expect("setup delete");
+            }
+            let wait = if case == Case::SweepResend {
+                s.resend_after
+            } else {
+                s.job_deadline
+            };
+            clock.advance(wait + TICK);
+            if case == Case::Redrive {
+                let swept = app.sweep().await.expect("setup sweep");
+                assert_eq!(
+                    swept.failed, 1,
+                    "the dead-lettered job fails at its deadline"
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Some((at, fault)) = inject {
+        plan.inject(at, fault);
+    }
+    plan.resume();
+
+    // ---- the use case, through the faulty ports --------------------------------------------
+    let told = match case {
+        Case::Accept => match app.accept(submission(&input)).await {
+            Ok(accepted) => {
+                job = Some(accepted.job.id);
+                Told::Ok
+            }
+            Err(AcceptError::Unavailable(e)) => Told::Err(e.to_string()),
+            Err(other) => return Err(format!("accept answered {other:?}, not 503")),
+        },
+        Case::Handle(_) => match app.queue().receive(1, s.visibility_timeout).await {
+            Ok(batch) => {
+                for delivery in &batch {
+                    let disposition = app.handle(delivery).await;
+                    // A failed settle leaves the message to come back: the worker logs it.
+                    let _ = app.settle(delivery, disposition).await;
+                }
+                Told::Ok
+            }
+            Err(e) => Told::Err(e.to_string()),
+        },
+        Case::Cancel => {
+            let id = job.expect("a job");
+            match app.cancel(&owner(), id).await {
+                Ok(_) => Told::Ok,
+                Err(e) => Told::Err(e.to_string()),
+            }
+        }
+        Case::SweepResend | Case::SweepDeadline => match app.sweep().await {
+            Ok(_) => Told::Ok,
+            Err(e) => Told::Err(e.to_string()),
+        },
+        Case::Redrive => match app.redrive_dead_letters(10).await {
+            Ok(report) if report.is_clean() => Told::Ok,
+            Ok(report) => Told::Err(format!("{:?}", report.messages)),
+            Err(e) => Told::Err(e.to_string()),
+        },
+    };
+    let calls: Vec<&'static str> = plan.calls().iter().map(|c| c.op.name()).collect();
+    let injected = plan.injected().len();
+    if injected != usize::from(inject.is_some()) {
+        return Err(format!("{injected} faults injected, not one"));
+    }
+    drop(app);
+
+    // ---- the restart: fresh ports on the same file, no faults ------------------------------
+    let app = app_on(&path, &clock, None);
+    let listed = app
+        .store()
+        .list(
+            &owner(),
+            &ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match (case, &told) {
+        (Case::Accept, Told::Ok) => {
+            let id = job.expect("accepted");
+            if listed.jobs.iter().map(|j| j.id).collect::<Vec<_>>() != [id] {
+                return Err(format!(
+                    "a 202 for {id}, but the store holds {:?}",
+                    listed.jobs
+                ));
+            }
+        }
+        (Case::Accept, Told::Err(_)) if listed.jobs.len() > 1 => {
+            return Err(format!("a failed accept left {} jobs", listed.jobs.len()));
+        }
+        _ => {}
+    }
+    if case == Case::Accept {
+        // The client retries with the same key, as a 503 tells it to (and a 202's client may
+        // retry too, having lost the answer): one job either way.
+        let retried = app
+            .accept(submission(&input))
+            .await
+            .map_err(|e| format!("the retry with the same key was refused: {e:?}"))?;
+        if let Some(first) = listed.jobs.first() {
+            if retried.job.id != first.id {
+                return Err("the retry made a second job".into());
+            }
+        }
+        job = Some(retried.job.id);
+    }
+    if case == Case::Redrive {
+        // The operator runs the redrive again once the dead letters it held are visible again.
+        clock.advance(REDRIVE_HOLD + TICK);
+        let report = app
+            .redrive_dead_letters(10)
+            .await
+            .map_err(|e| format!("the second redrive failed: {e}"))?;
+        if !report.is_clean() {
+            return Err(format!("the second redrive left {:?}", report.messages));
+        }
+    }
+    let id = job.expect("a job by now");
+    let watch = [(owner(), id)];
+    drive_until_quiet(&app, &clock, &watch, TICK, MAX_ROUNDS).await?;
+
+    // ---- the checks --------------------------------------------------------------------------
+    let listed = app
+        .store()
+        .list(
+            &owner(),
+            &ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if listed.jobs.len() != 1 {
+        return Err(format!("{} jobs in the store, not one", listed.jobs.len()));
+    }
+    let stored = app
+        .store()
+        .get(&owner(), id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the job is gone")?;
+    let result = app
+        .store()
+        .result(&owner(), id)
+        .await
+        .map_err(|e| e.to_string())?;
+    check_terminal_and_legal(&stored, result.as_ref(), s.history_cap)?;
+    let dead = app.queue().depth().await.map_err(|e| e.to_string())?.dead;
+    if dead != 0 {
+        return Err(format!("{dead} dead letters left behind"));
+    }
+    let slug = stored
+        .error
+        .as_ref()
+        .and_then(|p| p.slug())
+        .map(str::to_owned);
+    let expected = match (case, &told) {
+        (Case::Handle(Input::Rejected), _) => stored.state == JobState::Failed,
+        (Case::Cancel, Told::Ok) => stored.state == JobState::Cancelled,
+        (Case::Cancel, Told::Err(_)) => {
+            matches!(stored.state, JobState::Cancelled | JobState::Succeeded)
+        }
+        (Case::SweepDeadline, _) => slug.as_deref() == Some("deadline-exceeded"),
+        // Everything else is a demo job that works: whatever failed on the way, it gets done.
+        _ => stored.state == JobState::Succeeded,
+    };
+    if !expected {
+        return Err(format!(
+            "ended {} ({slug:?}) after {told:?}; history {:?}",
+            stored.state, stored.history
+        ));
+    }
+    Ok(Run {
+        calls,
+        end: stored.state,
+        told_error: matches!(told, Told::Err(_)),
+    })
+}
+
+/// Runs `case` without faults, then with every fault kind at every one of its calls; fails
+/// with every broken run listed. Prints how many failure points were tried.
+async fn every_failure_point(case: Case) {
+    let clean = run(case, None)
+        .await
+        .unwrap_or_else(|e| panic!("{case:?} without faults: {e}"));
+    let mut broken = Vec::new();
+    let mut ends: BTreeMap<String, u32> = BTreeMap::new();
+    let mut told_errors = 0;
+    for at in 0..clean.calls.len() {
+        for fault in Fault::ALL_KINDS {
+            match run(case, Some((at, fault))).await {
+                Ok(r) => {
+                    *ends.entry(r.end.to_string()).or_default() += 1;
+                    told_errors += u32::from(r.told_error);
+                }
+                Err(e) => broken.push(format!(
+                    "{} at call {at} ({}): {e}",
+                    fault.name(),
+                    clean.calls[at]
+                )),
+            }
+        }
+    }
+    println!(
+        "faults {case:?}: {} failure points × {} kinds = {} runs; calls {:?}; caller told of an error in {told_errors}; ends {ends:?}",
+        clean.calls.len(),
+        Fault::ALL_KINDS.len(),
+        clean.calls.len() * Fault::ALL_KINDS.len(),
+        clean.calls,
+    );
+    assert!(
+        broken.is_empty(),
+        "{case:?}: {} of {} runs broke:\n{}",
+        broken.len(),
+        clean.calls.len() * Fault::ALL_KINDS.len(),
+        broken.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn every_failure_point_of_accept_ends_with_one_terminal_job_after_a_retry() {
+    every_failure_point(Case::Accept).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_handling_a_delivery_ends_with_the_job_succeeded() {
+    every_failure_point(Case::Handle(Input::Succeeds)).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_a_transient_failure_ends_with_a_later_attempt_succeeding() {
+    every_failure_point(Case::Handle(Input::FailsOnce)).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_a_rejection_ends_with_the_job_failed() {
+    every_failure_point(Case::Handle(Input::Rejected)).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_cancel_ends_cancelled_or_done() {
+    every_failure_point(Case::Cancel).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_the_sweepers_resend_ends_with_the_job_succeeded() {
+    every_failure_point(Case::SweepResend).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_the_sweepers_deadline_ends_with_the_job_failed_in_words() {
+    every_failure_point(Case::SweepDeadline).await;
+}
+
+#[tokio::test]
+async fn every_failure_point_of_the_redrive_ends_with_the_job_succeeded_once_rerun() {
+    every_failure_point(Case::Redrive).await;
+}
