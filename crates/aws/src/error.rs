@@ -29,18 +29,30 @@ const TRANSIENT_CODES: &[&str] = &[
 
 /// Turns an SDK error of the call `what` into a [`PortError`], keeping it as the source.
 ///
-/// Unavailable: timeouts, network failures (connection refused or reset, DNS), unreadable
-/// responses (a connection cut mid-answer), 5xx answers and throttling. Failed: everything
+/// Ambiguous: the request went out and no answer came back — a timeout, an unreadable
+/// response (a connection cut mid-answer), a dispatch that timed out. Unavailable: other
+/// network failures (connection refused, DNS), 5xx answers and throttling. Failed: everything
 /// else — a request the service refuses (validation, a missing queue or table, access denied)
 /// will be refused again.
 pub fn classify<E>(what: &'static str, error: SdkError<E, HttpResponse>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    if is_transient(&error) {
+    if is_ambiguous(&error) {
+        PortError::ambiguous(what, error)
+    } else if is_transient(&error) {
         PortError::unavailable(what, error)
     } else {
         PortError::failed(what, error)
+    }
+}
+
+/// Whether the request may have taken effect although the call failed.
+fn is_ambiguous<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
     }
 }
 

@@ -489,7 +489,7 @@ async fn closed_port() -> String {
 }
 
 fn is_unavailable(e: &PortError) -> bool {
-    matches!(e, PortError::Unavailable { .. })
+    e.is_transient()
 }
 
 /// Nothing listening: every adapter call is `Unavailable` (a retry later may succeed), with the

@@ -17,10 +17,22 @@ use crate::{IdempotencyKey, Job, JobId, JobState, Kind, Owner, Timestamp};
 /// here, whether trying again may help.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    /// The backend is unreachable, throttling or timed out: the call may succeed later.
-    /// An ambiguous outcome (a timeout after sending) is also transient.
+    /// The backend is unreachable, throttling or refused for now: the call did not take effect
+    /// and may succeed later.
     #[error("{what} is unavailable")]
     Unavailable {
+        /// Which call.
+        what: &'static str,
+        /// The adapter's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The request was sent but its answer was lost (a timeout, a connection cut mid-answer):
+    /// the call may or may not have taken effect. Transient like [`PortError::Unavailable`];
+    /// apart from it because a caller must not act as if nothing happened — a message whose
+    /// send timed out may well be on the queue.
+    #[error("{what} timed out; its outcome is unknown")]
+    Ambiguous {
         /// Which call.
         what: &'static str,
         /// The adapter's error.
@@ -48,6 +60,23 @@ impl PortError {
             what,
             source: source.into(),
         }
+    }
+
+    /// A call of `what` whose outcome is unknown.
+    pub fn ambiguous(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Ambiguous {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// Whether trying again later may help: [`PortError::Unavailable`] and
+    /// [`PortError::Ambiguous`].
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Failed { .. })
     }
 
     /// A permanent error of `what`.

@@ -307,8 +307,11 @@ impl Ackflow {
         }
     }
 
-    /// Sends the message of a just-recorded job; when that fails, fails the job so that it does
-    /// not linger, and reports the queue as unavailable.
+    /// Sends the message of a just-recorded job. When the send surely failed, fails the job so
+    /// that it does not linger; when its outcome is unknown (a timeout), the message may be on
+    /// the queue, so the job stays `queued` and the sweeper re-sends it if it is not. Either way
+    /// the client hears that the queue is unavailable, and a retry with the same
+    /// Idempotency-Key returns the job.
     async fn enqueue_new(
         &self,
         job: Job,
@@ -322,6 +325,11 @@ impl Ackflow {
                     retry_after,
                     replayed: false,
                 })
+            }
+            Err(e @ PortError::Ambiguous { .. }) => {
+                // Failing the job here would make the worker drop a message that did arrive.
+                warn!(job_id = %job.id, error = %error_chain(&e), "the job's message may not be on the queue; it stays queued and the sweeper re-sends it if it is not");
+                Err(AcceptError::Unavailable(e))
             }
             Err(e) => {
                 error!(job_id = %job.id, error = %error_chain(&e), "could not enqueue the job");

@@ -49,7 +49,9 @@ impl ApiError {
     /// A port error while serving a request about `job`: transient ones are a 503, the rest a 500.
     pub fn port(job: Option<JobId>, source: PortError) -> Self {
         match source {
-            PortError::Unavailable { .. } => Self::Unavailable { job, source },
+            PortError::Unavailable { .. } | PortError::Ambiguous { .. } => {
+                Self::Unavailable { job, source }
+            }
             PortError::Failed { .. } => Self::Internal {
                 job,
                 source: Box::new(source),

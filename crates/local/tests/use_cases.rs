@@ -17,11 +17,14 @@ use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
 use serde_json::{json, Value};
 
-/// A queue whose sends can be made to fail, to play an outage of SQS or of the queue table.
+/// A queue whose sends can be made to fail, to play an outage of SQS or of the queue table, or
+/// to time out (the message sent or not, the answer lost).
 #[derive(Debug)]
 struct FlakyQueue {
     inner: Arc<SqliteQueue>,
     sends_fail: AtomicBool,
+    /// `Some(delivered)`: the next sends time out, after delivering the message or not.
+    sends_time_out: std::sync::Mutex<Option<bool>>,
 }
 
 #[async_trait]
@@ -29,6 +32,13 @@ impl Queue for FlakyQueue {
     async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
         if self.sends_fail.load(Ordering::SeqCst) {
             return Err(PortError::unavailable("send", "injected outage"));
+        }
+        let time_out = *self.sends_time_out.lock().expect("lock");
+        if let Some(delivered) = time_out {
+            if delivered {
+                self.inner.send(message).await?;
+            }
+            return Err(PortError::ambiguous("send", "injected timeout"));
         }
         self.inner.send(message).await
     }
@@ -75,6 +85,7 @@ fn world_with(settings: Settings) -> World {
     let queue = Arc::new(FlakyQueue {
         inner: Arc::new(sqlite_queue),
         sends_fail: AtomicBool::new(false),
+        sends_time_out: std::sync::Mutex::new(None),
     });
     let book = Arc::new(SqliteOrderBook::new(db).expect("order book"));
     let registry = registry_with(book, clock.clone(), true);
@@ -515,6 +526,54 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
     );
     assert_eq!(w.work_once().await, Some(Disposition::Delete));
     assert_eq!(w.job(retried.job.id).await.state, JobState::Succeeded);
+}
+
+/// A send that timed out may have reached the queue: failing the job would make the worker drop
+/// a message that did arrive, so the job stays queued and the answer is still a 503.
+#[tokio::test]
+async fn a_send_that_timed_out_after_delivering_leaves_the_job_queued_and_it_runs_once() {
+    let w = world();
+    *w.queue.sends_time_out.lock().expect("lock") = Some(true);
+    let refused = w.submit_keyed("demo", json!({}), Some("k-t")).await;
+    assert_eq!(refused.expect_err("503").problem().status, 503);
+    *w.queue.sends_time_out.lock().expect("lock") = None;
+
+    let retried = w
+        .submit_keyed("demo", json!({}), Some("k-t"))
+        .await
+        .expect("a keyed retry succeeds");
+    assert!(retried.replayed);
+    assert_eq!(retried.job.state, JobState::Queued, "not failed");
+    assert_eq!(
+        w.depth().await.waiting,
+        1,
+        "the retry queued no second message"
+    );
+    assert_eq!(w.work_once().await, Some(Disposition::Delete));
+    assert_eq!(w.job(retried.job.id).await.state, JobState::Succeeded);
+    assert_eq!(w.work_once().await, None, "it ran once");
+}
+
+#[tokio::test]
+async fn a_send_that_timed_out_before_delivering_is_resent_by_the_sweeper() {
+    let w = world();
+    *w.queue.sends_time_out.lock().expect("lock") = Some(false);
+    let refused = w.submit_keyed("demo", json!({}), Some("k-lost")).await;
+    assert_eq!(refused.expect_err("503").problem().status, 503);
+    *w.queue.sends_time_out.lock().expect("lock") = None;
+    assert_eq!(w.depth().await.waiting, 0);
+    let page = w
+        .app
+        .list(&owner(), ackflow_core::ListQuery::default())
+        .await
+        .expect("list");
+    let id = page.jobs[0].id;
+    assert_eq!(page.jobs[0].state, JobState::Queued);
+
+    w.clock.advance(w.app.settings().resend_after);
+    assert_eq!(w.app.sweep().await.expect("sweep").resent, 1);
+    assert_eq!(w.work_once().await, Some(Disposition::Delete));
+    assert_eq!(w.job(id).await.state, JobState::Succeeded);
 }
 
 #[tokio::test]

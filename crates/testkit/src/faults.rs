@@ -352,7 +352,14 @@ impl FaultPlan {
                 },
             )),
             Some(Fault::Latency(d)) => Step::Delay(d),
-            Some(Fault::Ambiguous) => Step::ThenFail(injected("timed out; outcome unknown")),
+            Some(Fault::Ambiguous) => Step::ThenFail(PortError::ambiguous(
+                op.name(),
+                Injected {
+                    op,
+                    call: index,
+                    why: "timed out; outcome unknown",
+                },
+            )),
             Some(Fault::CrashAfterWrite) => {
                 state.crashed = true;
                 let error = injected("the process crashed here");
