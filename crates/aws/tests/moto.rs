@@ -489,7 +489,65 @@ async fn closed_port() -> String {
 }
 
 fn is_unavailable(e: &PortError) -> bool {
-    e.is_transient()
+    matches!(e, PortError::Unavailable { .. })
+}
+
+/// An endpoint that takes every request and never answers: the request is out, the outcome
+/// unknown.
+async fn silent_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while matches!(socket.read(&mut buffer).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A send that went out and timed out may have reached SQS: it is `Ambiguous`, which makes
+/// accept leave the job queued for the sweeper instead of failing it; a refused connection is
+/// plainly `Unavailable` (nothing was sent).
+#[tokio::test]
+async fn a_send_that_times_out_is_ambiguous_and_a_refused_one_unavailable() {
+    let url = silent_endpoint().await;
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_millis(300))
+                .operation_timeout(Duration::from_millis(300))
+                .build(),
+        )
+        .retry_config(RetryConfig::disabled())
+        .endpoint_url(&url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    let clients = Clients::from_sdk_config(&config);
+    let queue = SqsQueue::new(
+        clients.sqs,
+        format!("{url}/123456789012/q"),
+        format!("{url}/123456789012/q-dlq"),
+    );
+    let e = queue.send(message("m")).await.expect_err("timed out");
+    assert!(matches!(e, PortError::Ambiguous { .. }), "{e:?}");
+
+    let refused = clients_at(&closed_port().await, 1).await;
+    let queue = SqsQueue::new(
+        refused.sqs,
+        "http://127.0.0.1:1/123456789012/q".into(),
+        "http://127.0.0.1:1/123456789012/q-dlq".into(),
+    );
+    let e = queue.send(message("m")).await.expect_err("refused");
+    assert!(is_unavailable(&e), "{e:?}");
 }
 
 /// Nothing listening: every adapter call is `Unavailable` (a retry later may succeed), with the
