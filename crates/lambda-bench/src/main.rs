@@ -19,8 +19,9 @@
 //!    (warm), reading the CPU time of the function's process and of moto server's
 //!    (`--moto-pid`) from /proc just before and after those N.
 //! 3. Checks every answer (`api` 202, `status` 200, `worker` no batch item failure) and prints
-//!    one line: `stub: function=NAME init_ms=… first_ms=… warm_p50_ms=… warm_p90_ms=…
-//!    cpu_us=… moto_cpu_us=… n=N`. Exits non-zero when an answer is wrong, the function
+//!    one line: `stub: function=NAME init_ms=… init_cpu_ms=… first_ms=… warm_p50_ms=…
+//!    warm_p90_ms=… cpu_us=… moto_cpu_us=… n=N` (`init_cpu_ms`: the function's own CPU time
+//!    by its first `next`). Exits non-zero when an answer is wrong, the function
 //!    reports an error or dies.
 //!
 //! `--panic-check` (worker): the first job is a demo job with `"panic": true`; its invocation
@@ -415,6 +416,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     let pid = function.0.id();
 
     let mut init = None;
+    let mut init_cpu = None;
     let mut first = None;
     let mut warm = Vec::with_capacity(plan.len());
     let mut cpu_before = Duration::ZERO;
@@ -431,6 +433,8 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         };
         if i == 0 {
             init = Some(asked.duration_since(execed));
+            // What init cost the function itself, apart from waiting on the emulator.
+            init_cpu = Some(process_cpu(pid, ticks)?);
         }
         if i == 1 {
             cpu_before = process_cpu(pid, ticks)?;
@@ -490,10 +494,11 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         "-".to_owned()
     };
     Ok(format!(
-        "stub: function={} init_ms={} first_ms={} warm_p50_ms={} warm_p90_ms={} cpu_us={} \
+        "stub: function={} init_ms={} init_cpu_ms={} first_ms={} warm_p50_ms={} warm_p90_ms={} cpu_us={} \
          moto_cpu_us={moto} n={n}",
         args.name,
         opt(init),
+        opt(init_cpu),
         opt(first),
         opt(percentile(&warm, 50)),
         opt(percentile(&warm, 90)),
