@@ -54,6 +54,10 @@ pub struct FunctionConfig {
     pub batch: BatchOptions,
     /// Where the metrics go ([`env::METRICS_NAMESPACE`]).
     pub metrics: MetricsConfig,
+    /// Whether building the function seeds the order book's stock. Only the worker reserves
+    /// stock, so [`start`] seeds there alone: in the other functions the seed's conditional
+    /// writes were most of the cold start (measured in docs/BENCHMARKS.md).
+    pub seed_stock: bool,
 }
 
 impl FunctionConfig {
@@ -88,6 +92,7 @@ impl FunctionConfig {
             demo,
             allow_anonymous,
             metrics,
+            seed_stock: true,
             batch: BatchOptions {
                 concurrency,
                 ..BatchOptions::default()
@@ -135,12 +140,19 @@ impl Function {
     }
 }
 
-/// What every function's `main` does first: installs the JSON logs, then [`app_from_env`],
-/// then the metrics recorder; a startup error is logged with its whole chain (and names the
+/// What every function's `main` does first: installs the JSON logs, builds the function as
+/// [`app_from_env`] does (seeding the order book's stock in the `worker` only), then the
+/// metrics recorder; a startup error is logged with its whole chain (and names the
 /// variable at fault) before it is returned to Lambda as the init error.
 pub async fn start(function: &'static str) -> Result<Function, StartupError> {
     crate::telemetry::init_logs();
-    match app_from_env().await {
+    let built = async {
+        let mut config = FunctionConfig::from_env()?;
+        config.seed_stock = function == "worker";
+        let clients = Clients::from_env().await;
+        function_from(config, &clients).await
+    };
+    match built.await {
         Ok(built) => {
             if let Err(e) = crate::telemetry::init_metrics(&built.config.metrics) {
                 // Metrics are not worth refusing to work for; the logs still say everything.
@@ -170,8 +182,9 @@ pub async fn app_from_env() -> Result<Function, StartupError> {
 }
 
 /// Builds the function from a configuration and clients: the SQS queue, the DynamoDB job store
-/// and order book (its stock seeded from the catalog where absent: a few conditional writes
-/// per cold start, so a fresh deployment can take orders at once), the shipped processors
+/// and order book (its stock seeded from the catalog where absent when
+/// [`FunctionConfig::seed_stock`]: a few conditional writes per cold start of the worker, so a
+/// fresh deployment can take orders at once), the shipped processors
 /// (`demo` only when configured) and the system clock.
 pub async fn function_from(
     config: FunctionConfig,
@@ -187,7 +200,9 @@ pub async fn function_from(
         config.aws.table.clone(),
     ));
     let book = DynamoOrderBook::new(clients.dynamo.clone(), config.aws.table.clone());
-    book.seed().await.map_err(StartupError::Seed)?;
+    if config.seed_stock {
+        book.seed().await.map_err(StartupError::Seed)?;
+    }
     let book: Arc<dyn OrderBook> = Arc::new(book);
     let clock = Arc::new(SystemClock);
     let registry = registry_with(book, clock.clone(), config.demo);
