@@ -368,7 +368,18 @@ impl Job {
                 note = Some(why);
             }
             Change::Resent => {
-                next.sweep_at = Some(now.plus(settings.resend_after).min(self.deadline));
+                // The next look waits as long as the job has already waited in its state (at
+                // least `resend_after`), so the interval doubles. A job queued for long behind a
+                // backlog usually has its message waiting in line, not lost: re-sending at a fixed
+                // period multiplied the queue under load (docs/BENCHMARKS.md). Doubling bounds the
+                // duplicates to about log2(deadline / resend_after) per job; the deadline still
+                // bounds the job.
+                let since = self
+                    .history
+                    .last()
+                    .map_or(self.submitted_at, |entry| entry.at);
+                let waited = now.since(since).max(settings.resend_after);
+                next.sweep_at = Some(now.plus(waited).min(self.deadline));
             }
         }
 
@@ -515,6 +526,28 @@ mod tests {
             .apply(Change::Start, later, &s)
             .expect("an expired lease can be taken over");
         assert_eq!(taken.attempts, 2);
+    }
+
+    #[test]
+    fn the_sweepers_resends_of_a_waiting_job_come_ever_further_apart() {
+        let (job, s, _clock) = fresh();
+        let mut job = job;
+        let mut looks = Vec::new();
+        while let Some(due) = job.sweep_at.filter(|due| *due < job.deadline) {
+            looks.push(due.since(job.submitted_at).as_secs());
+            job = job.apply(Change::Resent, due, &s).expect("resent");
+        }
+        let r = s.resend_after.as_secs();
+        assert_eq!(&looks[..3], &[r, 2 * r, 4 * r], "{looks:?}");
+        assert!(
+            looks.len() as f64 <= 2.0 + (s.job_deadline.as_secs_f64() / r as f64).log2(),
+            "{looks:?}"
+        );
+        assert_eq!(
+            job.sweep_at,
+            Some(job.deadline),
+            "the deadline is the last look"
+        );
     }
 
     #[test]
