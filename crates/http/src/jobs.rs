@@ -9,6 +9,7 @@ use axum::http::header::{CACHE_CONTROL, ETAG, LINK, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tracing::Instrument as _;
 
 use crate::doc::CORRELATION_IN;
 use crate::error::{retry_after_value, ApiError};
@@ -84,17 +85,25 @@ pub(crate) async fn submit(
     let idempotency_key = extract::idempotency_key(&headers)?;
     let bytes = extract::read_body(body, limit).await?;
     let (kind, input) = extract::submission(extract::parse_json(&bytes)?)?;
-    let accepted = state
-        .app
-        .accept(Submission {
-            owner,
-            kind,
-            input,
-            idempotency_key,
-            correlation_id,
-            trace_header,
-        })
-        .await?;
+    let submission = Submission {
+        owner,
+        kind,
+        input,
+        idempotency_key,
+        correlation_id,
+        trace_header,
+    };
+    // Accepting runs in its own task: hyper drops a handler's future when the client hangs up,
+    // and a job dropped between its record and its message would wait for the sweeper's resend
+    // (minutes) instead of running now. The task keeps the request's span for the logs.
+    let app = state.app.clone();
+    let accepting = tokio::spawn(
+        async move { app.accept(submission).await }.instrument(tracing::Span::current()),
+    );
+    let accepted = accepting.await.map_err(|e| ApiError::Internal {
+        job: None,
+        source: Box::new(e),
+    })??;
     Ok(accepted_response(&accepted))
 }
 
