@@ -72,6 +72,17 @@ pub enum AcceptError {
     /// The store or the queue is down; retrying may help.
     #[error("the job could not be recorded or queued")]
     Unavailable(#[source] PortError),
+    /// The job was recorded but its message could not be sent (or its send timed out). Always
+    /// a 503, whatever the queue's error: a retry with the same Idempotency-Key returns the job
+    /// (reopened if it was failed), so trying again later is exactly what the client should do.
+    #[error("job {job} was recorded but not queued")]
+    NotQueued {
+        /// The recorded job.
+        job: JobId,
+        /// Why the send failed.
+        #[source]
+        source: PortError,
+    },
 }
 
 impl AcceptError {
@@ -81,7 +92,7 @@ impl AcceptError {
             Self::UnknownKind { kind, known } => Problem::unknown_kind(kind, known),
             Self::InvalidInput(errors) => Problem::invalid_input(errors.clone()),
             Self::KeyReused => Problem::idempotency_key_reused(),
-            Self::Unavailable(_) => Problem::unavailable(),
+            Self::Unavailable(_) | Self::NotQueued { .. } => Problem::unavailable(),
         }
     }
 }
@@ -329,7 +340,10 @@ impl Ackflow {
             Err(e @ PortError::Ambiguous { .. }) => {
                 // Failing the job here would make the worker drop a message that did arrive.
                 warn!(job_id = %job.id, error = %error_chain(&e), "the job's message may not be on the queue; it stays queued and the sweeper re-sends it if it is not");
-                Err(AcceptError::Unavailable(e))
+                Err(AcceptError::NotQueued {
+                    job: job.id,
+                    source: e,
+                })
             }
             Err(e) => {
                 error!(job_id = %job.id, error = %error_chain(&e), "could not enqueue the job");
@@ -341,7 +355,10 @@ impl Ackflow {
                 {
                     warn!(job_id = %job.id, error = %e2, "could not mark the unqueued job failed; the sweeper will re-send it");
                 }
-                Err(AcceptError::Unavailable(e))
+                Err(AcceptError::NotQueued {
+                    job: job.id,
+                    source: e,
+                })
             }
         }
     }

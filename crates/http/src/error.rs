@@ -88,6 +88,11 @@ impl From<AcceptError> for ApiError {
     fn from(e: AcceptError) -> Self {
         match e {
             AcceptError::Unavailable(source) => Self::port(None, source),
+            // Recorded but not queued: a keyed retry recovers it, whatever the queue said.
+            AcceptError::NotQueued { job, source } => Self::Unavailable {
+                job: Some(job),
+                source,
+            },
             other => other.problem().into(),
         }
     }

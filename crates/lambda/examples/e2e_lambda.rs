@@ -956,12 +956,11 @@ async fn main() -> Result<()> {
         .to_owned();
     let recorded = e2e.job(&unqueued).await?;
     e2e.check(
-        "an enqueue that fails after the job was recorded is a 5xx problem, and the job is failed (enqueue-failed), not left queued",
-        // SPEC asks for a 503 with Retry-After. SQS's "queue does not exist" is not a transient
-        // SDK error, so ackflow-aws classifies it as PortError::Failed and the API answers 500:
-        // a finding of this check, left to ackflow-core. Tighten to 503 once accept maps any
-        // failed enqueue of a recorded job to Unavailable. A 503 must carry Retry-After.
-        (status == 500 || (status == 503 && headers.contains_key("retry-after")))
+        "an enqueue that fails after the job was recorded is a 503 problem with Retry-After, and the job is failed (enqueue-failed), not left queued",
+        // SQS's "queue does not exist" is a permanent error for the adapter, yet the answer is
+        // 503: the job is recorded, and a retry with the same key reopens it.
+        status == 503
+            && headers.contains_key("retry-after")
             && headers
                 .get("content-type")
                 .is_some_and(|v| v == "application/problem+json")

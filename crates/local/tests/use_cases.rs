@@ -498,7 +498,7 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
     let w = world();
     w.queue.sends_fail.store(true, Ordering::SeqCst);
     let refused = w.submit_keyed("demo", json!({}), Some("k-1")).await;
-    let Err(AcceptError::Unavailable(_)) = refused else {
+    let Err(AcceptError::NotQueued { .. }) = refused else {
         panic!("expected 503")
     };
     assert_eq!(refused.expect_err("refused").problem().status, 503);

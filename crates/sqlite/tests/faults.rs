@@ -217,7 +217,9 @@ async fn run(case: Case, inject: Option<(usize, Fault)>) -> Result<Run, String> 
                 job = Some(accepted.job.id);
                 Told::Ok
             }
-            Err(AcceptError::Unavailable(e)) => Told::Err(e.to_string()),
+            Err(e @ (AcceptError::Unavailable(_) | AcceptError::NotQueued { .. })) => {
+                Told::Err(e.to_string())
+            }
             Err(other) => return Err(format!("accept answered {other:?}, not 503")),
         },
         Case::Handle(_) => match app.queue().receive(1, s.visibility_timeout).await {
