@@ -4,59 +4,27 @@
 // Test code: a failed expectation is a failed test, and its message says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-/// A running `ackflow serve`, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
+mod support;
+use support::ServerProcess;
 
-impl ServerProcess {
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            // Short timings so that retries and crash recovery take seconds, not minutes.
-            .env("ACKFLOW_WORKER_TIMEOUT_SECS", "2")
-            .env("ACKFLOW_LEASE_GRACE_MS", "500")
-            .env("ACKFLOW_BACKOFF_BASE_MS", "50")
-            .env("ACKFLOW_BACKOFF_MAX_SECS", "1")
-            .env("ACKFLOW_LOG", "warn")
-            .env_remove("ACKFLOW_TOKENS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the ackflow binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut first = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut first)
-            .expect("the server prints where it listens");
-        let base = first
-            .trim()
-            .strip_prefix("ackflow listening on ")
-            .expect("a 'listening on' line")
-            .to_owned();
-        Self { child, base }
-    }
-
-    fn kill_hard(mut self) {
-        // SIGKILL: no shutdown code runs.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ackflow serve` with short timings, so that retries and crash recovery take seconds, not
+/// minutes.
+fn start_server(data_dir: &Path) -> ServerProcess {
+    ServerProcess::start_with(
+        data_dir,
+        &[
+            ("ACKFLOW_WORKER_TIMEOUT_SECS", "2"),
+            ("ACKFLOW_LEASE_GRACE_MS", "500"),
+            ("ACKFLOW_BACKOFF_BASE_MS", "50"),
+            ("ACKFLOW_BACKOFF_MAX_SECS", "1"),
+        ],
+        Stdio::inherit(),
+    )
 }
 
 async fn submit(
@@ -107,7 +75,7 @@ async fn until_terminal(http: &reqwest::Client, base: &str, location: &str) -> V
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_and_order_jobs_reach_their_terminal_states_through_the_real_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = ServerProcess::start(dir.path());
+    let server = start_server(dir.path());
     let http = reqwest::Client::new();
     let base = server.base.clone();
 
@@ -182,7 +150,7 @@ async fn a_kill_9_and_a_restart_lose_no_accepted_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let http = reqwest::Client::new();
 
-    let server = ServerProcess::start(dir.path());
+    let server = start_server(dir.path());
     let mut locations = Vec::new();
     for i in 0..JOBS {
         let input = json!({"steps": 2, "step_ms": 20 + (i % 5) * 10});
@@ -197,7 +165,7 @@ async fn a_kill_9_and_a_restart_lose_no_accepted_job() {
     assert_eq!(first["state"], "succeeded");
     server.kill_hard();
 
-    let server = ServerProcess::start(dir.path());
+    let server = start_server(dir.path());
     let (mut succeeded, mut interrupted) = (0, 0);
     for location in &locations {
         let job = until_terminal(&http, &server.base, location).await;
