@@ -73,12 +73,6 @@ impl PortError {
         }
     }
 
-    /// Whether trying again later may help: [`PortError::Unavailable`] and
-    /// [`PortError::Ambiguous`].
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Failed { .. })
-    }
-
     /// A permanent error of `what`.
     pub fn failed(
         what: &'static str,
