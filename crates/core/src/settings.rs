@@ -67,6 +67,18 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Receives beyond the attempt budget before a queue moves a message to its dead-letter
+    /// queue. The store counts attempts and the worker fails a job at its last one; a queue's
+    /// receive count also grows on throttles, whole-batch failures and duplicates, so the
+    /// queue's own redrive is only a backstop (crashes, poison) and must not fire first.
+    pub const RECEIVE_SLACK: u32 = 3;
+
+    /// The queue's receive limit before it dead-letters a message by itself (SQS's
+    /// `maxReceiveCount`, the SQLite queue's limit): max attempts + [`Self::RECEIVE_SLACK`].
+    pub fn max_receive_count(&self) -> u32 {
+        self.max_attempts.saturating_add(Self::RECEIVE_SLACK)
+    }
+
     /// How long a running attempt holds its job before another delivery may take it over.
     pub fn lease(&self) -> Duration {
         self.worker_timeout + self.lease_grace
