@@ -415,7 +415,9 @@ async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
         {
             let disposition = app.handle(&delivery).await;
             assert_eq!(disposition, Disposition::Delete, "{delivery:#?}");
-            app.settle(&delivery, disposition).await.expect("settle");
+            app.settle(&delivery, disposition, ackflow_core::Deleter::Worker)
+                .await
+                .expect("settle");
         }
     }
 

@@ -276,6 +276,17 @@ impl Job {
         }
     }
 
+    /// Whether the job failed because its message could not be queued after it was recorded
+    /// ([`crate::Problem::enqueue_failed`]): it never ran, and a retry of the same submission
+    /// reopens it rather than answering the failure.
+    pub fn never_queued(&self) -> bool {
+        self.state == JobState::Failed
+            && self
+                .error
+                .as_ref()
+                .is_some_and(crate::Problem::is_enqueue_failed)
+    }
+
     /// Whether another delivery may take over this running job now.
     pub fn lease_expired(&self, now: Timestamp) -> bool {
         self.state == JobState::Running && self.running_until.is_none_or(|until| until <= now)
@@ -591,6 +602,28 @@ mod tests {
             (JobState::Queued, 1, 0)
         );
         assert_eq!(reopened.error, None);
+    }
+
+    #[test]
+    fn only_a_job_failed_by_its_enqueue_counts_as_never_queued() {
+        let (job, settings, clock) = fresh();
+        assert!(!job.never_queued());
+        let unqueued = job
+            .apply(
+                Change::Fail(Problem::enqueue_failed()),
+                clock.now(),
+                &settings,
+            )
+            .expect("legal");
+        assert!(unqueued.never_queued());
+        let timed_out = job
+            .apply(
+                Change::Fail(Problem::deadline_exceeded()),
+                clock.now(),
+                &settings,
+            )
+            .expect("legal");
+        assert!(!timed_out.never_queued());
     }
 
     #[test]

@@ -79,6 +79,13 @@ impl Problem {
         self
     }
 
+    /// Whether this is [`Problem::enqueue_failed`]: the job was recorded, never queued, and a
+    /// retry with its Idempotency-Key reopens it.
+    pub fn is_enqueue_failed(&self) -> bool {
+        // Compared with the catalog's own constructor, so the slug is written in one place.
+        self.type_ == Self::enqueue_failed().type_
+    }
+
     /// The catalog slug, when this is one of ackflow's own problems.
     pub fn slug(&self) -> Option<&str> {
         self.type_.strip_prefix(TYPE_PREFIX)

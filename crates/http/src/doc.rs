@@ -28,13 +28,6 @@ const CORRELATION_HEADER: &str = "X-Correlation-Id";
 const CORRELATION_OUT: &str =
     "The request's correlation id (the one sent, when valid, else a generated one); log lines carry it too.";
 
-/// How the `X-Correlation-Id` request header is described on every operation. The server takes
-/// the header as a hint, never as a reason to refuse a request: a value that is not 1 to 128 of
-/// `[A-Za-z0-9-_.:]` is replaced by a generated one, so the document states no constraint.
-/// (See [`CorrelationHeader`] for the answer header.)
-pub(crate) const CORRELATION_IN: &str = "Ties the request's log lines together and is echoed on the answer. \
-    1 to 128 letters, digits, `-`, `_`, `.` or `:`; any other value (or none) is replaced by a generated id.";
-
 #[derive(OpenApi)]
 #[openapi(
     info(

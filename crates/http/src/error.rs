@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ackflow_core::service::error_chain;
+use ackflow_core::error_chain;
 use ackflow_core::{AcceptError, JobError, JobId, PortError, Problem};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

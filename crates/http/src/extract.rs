@@ -18,6 +18,14 @@ use crate::ApiState;
 
 /// Name of the header that carries the correlation id, in and out.
 pub const X_CORRELATION_ID: &str = "x-correlation-id";
+
+/// How the `X-Correlation-Id` request header is described on every operation. The server takes
+/// the header as a hint, never as a reason to refuse a request: a value that is not 1 to 128 of
+/// `[A-Za-z0-9-_.:]` is replaced by a generated one, so the document states no constraint.
+/// (`doc` describes the answer header.) It lives beside the header's parsing
+/// so that the handlers' annotations and the document read it from here.
+pub(crate) const CORRELATION_IN: &str = "Ties the request's log lines together and is echoed on the answer. \
+    1 to 128 letters, digits, `-`, `_`, `.` or `:`; any other value (or none) is replaced by a generated id.";
 /// Name of the header that carries the X-Ray trace header (API Gateway sets it; on Lambda the
 /// function's own trace id takes its place, see `ackflow_lambda::telemetry`).
 pub const X_AMZN_TRACE_ID: &str = "x-amzn-trace-id";

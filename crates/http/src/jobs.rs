@@ -11,10 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::Instrument as _;
 
-use crate::doc::CORRELATION_IN;
 use crate::error::{retry_after_value, ApiError};
 use crate::extract::{
-    self, bad_param, Caller, Correlation, IfNoneMatch, JobPath, QueryParams, Trace,
+    self, bad_param, Caller, Correlation, IfNoneMatch, JobPath, QueryParams, Trace, CORRELATION_IN,
 };
 use crate::view::{job_path, JobList, JobView, ProblemSchema, Submit};
 use crate::ApiState;

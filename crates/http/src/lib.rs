@@ -15,7 +15,7 @@
 //! - [`error`]: [`ApiError`], the one error type of the handlers.
 //! - `middleware`: correlation id, request span and log line, panics → 500.
 //! - [`view`]: the wire types (also read by the CLI).
-//! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers' annotations.
+//! - `doc`: the OpenAPI 3.1 document generated from the handlers' annotations ([`openapi`]).
 //!
 //! # Decisions
 //!

@@ -48,7 +48,7 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
             Ok(response) => response,
             Err(panic) => {
                 // The server must stay up and the client must get a problem, not a dropped connection.
-                tracing::error!(panic = %panic_message(panic.as_ref()), "handler panicked; answered 500");
+                tracing::error!(panic = %ackflow_core::panic_message(panic.as_ref()), "handler panicked; answered 500");
                 problem_response(&Problem::internal())
             }
         }
@@ -66,12 +66,4 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
         );
     });
     response
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic".to_owned())
 }

@@ -5,9 +5,8 @@ use axum::http::header::CACHE_CONTROL;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::doc::CORRELATION_IN;
 use crate::error::ApiError;
-use crate::extract::Caller;
+use crate::extract::{Caller, CORRELATION_IN};
 use crate::view::{ProblemSchema, ReportView};
 use crate::ApiState;
 

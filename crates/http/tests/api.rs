@@ -198,7 +198,7 @@ impl TestApp {
         let delivery = deliveries.first().expect("a message is waiting");
         let disposition = self.app.handle(delivery).await;
         self.app
-            .settle(delivery, disposition)
+            .settle(delivery, disposition, ackflow_core::Deleter::Worker)
             .await
             .expect("settle");
     }

@@ -147,10 +147,10 @@ async fn prepare(args: &Args) -> Result<(HashMap<String, String>, Vec<Planned>)>
         visibility,
     )
     .await
-    .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+    .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
     create_table(&clients.dynamo, &name)
         .await
-        .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+        .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
     let vars: HashMap<String, String> = [
         (ackflow_aws::env::QUEUE_URL, queue_url.clone()),
         (ackflow_aws::env::DLQ_URL, dlq_url),
@@ -161,14 +161,14 @@ async fn prepare(args: &Args) -> Result<(HashMap<String, String>, Vec<Planned>)>
     .collect();
     let config =
         FunctionConfig::from_lookup(|k| vars.get(k).cloned().or_else(|| std::env::var(k).ok()))
-            .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+            .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
     ensure!(
         config.demo,
         "the benchmark submits demo jobs: set ACKFLOW_DEMO=true"
     );
     let function = ackflow_lambda::function_from(config, &clients)
         .await
-        .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+        .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
     let count = args.n + 1;
     let plan = match args.target {
         Target::Api => {
@@ -233,7 +233,7 @@ async fn accept(function: &ackflow_lambda::Function, input: Value) -> Result<Str
             trace_header: None,
         })
         .await
-        .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+        .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
     Ok(accepted.job.id.to_string())
 }
 

@@ -518,7 +518,7 @@ impl E2e {
             .queue
             .dead_letters(10)
             .await
-            .map_err(|e| anyhow!(ackflow_core::service::error_chain(&e)))?;
+            .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
         Ok(dead.iter().any(|d| {
             d.delivery
                 .attributes

@@ -30,10 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         visibility,
     )
     .await
-    .map_err(|e| ackflow_core::service::error_chain(&e))?;
+    .map_err(|e| ackflow_core::error_chain(&e))?;
     create_table(&clients.dynamo, &name)
         .await
-        .map_err(|e| ackflow_core::service::error_chain(&e))?;
+        .map_err(|e| ackflow_core::error_chain(&e))?;
     println!("{}={queue_url}", env::QUEUE_URL);
     println!("{}={dlq_url}", env::DLQ_URL);
     println!("{}={name}", env::TABLE);

@@ -167,7 +167,7 @@ pub async fn start(function: &'static str) -> Result<Function, StartupError> {
             Ok(built)
         }
         Err(e) => {
-            tracing::error!(function, error = %ackflow_core::service::error_chain(&e), "could not start");
+            tracing::error!(function, error = %ackflow_core::error_chain(&e), "could not start");
             Err(e)
         }
     }

@@ -28,7 +28,6 @@ pub use app::{app_from_env, function_from, start, Function, FunctionConfig, Star
 pub use owner::JwtOwners;
 pub use sqs::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
-    RecordOutcome,
 };
 pub use sweeper::{sweep, SweepError, SweepSummary};
 pub use telemetry::{flush_metrics, flushing, init_logs, init_metrics, instrument_router};

@@ -9,11 +9,13 @@
 //!
 //! - **Each record is decoded on its own** ([`delivery_from_record`]): the event is read as a
 //!   list of JSON values, so one malformed record never makes the whole event unreadable.
-//! - **Dispositions** ([`Disposition`], decided by the core): `Delete` → success (the mapping
-//!   deletes the message); `RetryAfter(d)` → the message's visibility is set to `d`, then it is
-//!   reported as a failure, so it comes back after the backoff and not after the queue's
-//!   visibility timeout; `DeadLetter` → the message is copied to the dead-letter queue, then it
-//!   is a success (if the copy fails, a failure: the message comes back and is tried again).
+//! - **Dispositions** ([`Disposition`], decided by the core) are settled by the core too
+//!   ([`Ackflow::settle`] with [`Deleter::EventSource`]), exactly as on one machine but for who
+//!   deletes: `Delete` → success (the mapping deletes the message); `RetryAfter(d)` → the
+//!   message's visibility is set to `d`, then it is reported as a failure, so it comes back
+//!   after the backoff and not after the queue's visibility timeout; `DeadLetter` → the message
+//!   is moved to the dead-letter queue, then it is a success (if that fails, a failure: the
+//!   message comes back and is tried again).
 //! - **A panic** anywhere in a record's handling fails that record only.
 //! - **A record without a message id** cannot be reported on its own: SQS treats an unknown or
 //!   empty `itemIdentifier` as the failure of the whole batch, and so does this lifter, openly —
@@ -37,8 +39,10 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use ackflow_core::job::attributes::TRACE_HEADER;
-use ackflow_core::service::error_chain;
-use ackflow_core::{Ackflow, Delivery, Disposition, Receipt, Timestamp};
+use ackflow_core::{
+    error_chain, panic_message, Ackflow, Deleter, Delivery, Disposition, Receipt, Settled,
+    Timestamp,
+};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use futures_util::{FutureExt as _, StreamExt as _};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -182,57 +186,40 @@ pub fn delivery_from_record(record: Value) -> Result<Delivery, RecordError> {
     })
 }
 
-/// What became of one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordOutcome {
-    /// Done with it: the event source mapping deletes the message.
-    Done,
-    /// Report it as a batch item failure: the message comes back.
-    Failed,
-}
-
-/// Handles one delivery with [`Ackflow::handle`] and carries out the disposition (see the
-/// module's decisions). Never panics: a panic anywhere in here fails this record only.
-pub async fn process_record(app: &Ackflow, delivery: &Delivery) -> RecordOutcome {
+/// Handles one delivery with [`Ackflow::handle`] and settles it with [`Deleter::EventSource`]
+/// (see the module's decisions): [`Settled::ComesBack`] is reported as a batch item failure,
+/// and so is a record whose settling failed (it comes back after the visibility timeout).
+/// Never panics: a panic anywhere in here fails this record only.
+pub async fn process_record(app: &Ackflow, delivery: &Delivery) -> Settled {
     let work = async {
-        match app.handle(delivery).await {
-            Disposition::Delete => RecordOutcome::Done,
-            Disposition::RetryAfter(delay) => {
-                if let Err(e) = app
-                    .queue()
-                    .change_visibility(&delivery.receipt, delay)
-                    .await
-                {
-                    // It still comes back, only after the queue's visibility timeout.
-                    warn!(error = %error_chain(&e), "could not delay the message; it returns after the visibility timeout");
-                }
-                RecordOutcome::Failed
+        let disposition = app.handle(delivery).await;
+        match app
+            .settle(delivery, disposition, Deleter::EventSource)
+            .await
+        {
+            Ok(settled) => settled,
+            Err(e) => {
+                warn!(?disposition, error = %error_chain(&e), "could not settle the record; it comes back after the visibility timeout");
+                Settled::ComesBack
             }
-            Disposition::DeadLetter => match app.queue().dead_letter(delivery).await {
-                Ok(()) => RecordOutcome::Done,
-                Err(e) => {
-                    error!(error = %error_chain(&e), "could not dead-letter the message; it will come back");
-                    RecordOutcome::Failed
-                }
-            },
         }
     };
     match AssertUnwindSafe(work).catch_unwind().await {
-        Ok(outcome) => outcome,
+        Ok(settled) => settled,
         Err(panic) => {
             error!(
                 panic = panic_message(panic.as_ref()),
                 "handling the record panicked; it will come back"
             );
-            RecordOutcome::Failed
+            Settled::ComesBack
         }
     }
 }
 
 /// What happened to one record of a batch, for the response and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Settled {
-    Outcome(String, RecordOutcome),
+enum RecordFate {
+    Outcome(String, Settled),
     /// Not started: too little time was left.
     Unstarted(String),
     /// Not readable as an SQS message, but named.
@@ -266,7 +253,7 @@ pub async fn process_batch(
         "batch received"
     );
 
-    let settled: Vec<Settled> = futures_util::stream::iter(records)
+    let fates: Vec<RecordFate> = futures_util::stream::iter(records)
         .map(|record| async move {
             let delivery = match delivery_from_record(record) {
                 Ok(delivery) => delivery,
@@ -274,11 +261,11 @@ pub async fn process_batch(
                     return match e.message_id() {
                         Some(id) => {
                             error!(message_id = id, error = %error_chain(&e), "unreadable SQS record");
-                            Settled::Unreadable(id.to_owned())
+                            RecordFate::Unreadable(id.to_owned())
                         }
                         None => {
                             error!(error = %e, "SQS record without a message id");
-                            Settled::Unidentifiable
+                            RecordFate::Unidentifiable
                         }
                     };
                 }
@@ -292,18 +279,15 @@ pub async fn process_batch(
                 if let Some(deadline) = deadline {
                     let left = deadline.since(app.clock().now());
                     if left < needed {
-                        if let Err(e) = app
-                            .queue()
-                            .change_visibility(&delivery.receipt, Duration::ZERO)
-                            .await
-                        {
+                        let now = Disposition::RetryAfter(Duration::ZERO);
+                        if let Err(e) = app.settle(&delivery, now, Deleter::EventSource).await {
                             warn!(error = %error_chain(&e), "could not return the unstarted message at once");
                         }
-                        return Settled::Unstarted(delivery.message_id.clone());
+                        return RecordFate::Unstarted(delivery.message_id.clone());
                     }
                 }
                 let outcome = process_record(app, &delivery).await;
-                Settled::Outcome(delivery.message_id.clone(), outcome)
+                RecordFate::Outcome(delivery.message_id.clone(), outcome)
             }
             .instrument(span)
             .await
@@ -314,22 +298,22 @@ pub async fn process_batch(
 
     let mut response = SqsBatchResponse::default();
     let (mut unstarted, mut unreadable, mut unidentifiable, mut failed) = (0, 0, 0, 0);
-    for settled in settled {
-        let id = match settled {
-            Settled::Outcome(_, RecordOutcome::Done) => continue,
-            Settled::Outcome(id, RecordOutcome::Failed) => {
+    for fate in fates {
+        let id = match fate {
+            RecordFate::Outcome(_, Settled::Done) => continue,
+            RecordFate::Outcome(id, Settled::ComesBack) => {
                 failed += 1;
                 id
             }
-            Settled::Unstarted(id) => {
+            RecordFate::Unstarted(id) => {
                 unstarted += 1;
                 id
             }
-            Settled::Unreadable(id) => {
+            RecordFate::Unreadable(id) => {
                 unreadable += 1;
                 id
             }
-            Settled::Unidentifiable => {
+            RecordFate::Unidentifiable => {
                 unidentifiable += 1;
                 continue;
             }
@@ -372,11 +356,3 @@ fn invocation_deadline(deadline_ms: u64, now: Timestamp) -> Option<Timestamp> {
 
 /// 2001-09-09T01:46:40Z in milliseconds since the epoch: deadlines below are relative.
 pub const RELATIVE_BELOW_MS: i64 = 1_000_000_000_000;
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic".to_owned())
-}

@@ -2,7 +2,7 @@
 //! (EventBridge, every `ACKFLOW_SWEEP_PERIOD_SECS`). The event itself carries nothing the sweep
 //! needs, so any JSON is accepted — a manual `cargo lambda invoke` with `{}` works too.
 
-use ackflow_core::service::error_chain;
+use ackflow_core::error_chain;
 use ackflow_core::{Ackflow, PortError, SweepReport};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;

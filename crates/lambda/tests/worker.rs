@@ -13,11 +13,10 @@ use std::time::Duration;
 use ackflow_core::{
     async_trait, Ackflow, Clock, CorrelationId, DeadLetter, Delivery, FieldError, Job, JobContext,
     JobId, JobState, Kind, ManualClock, OutgoingMessage, Owner, PortError, ProcessError, Processor,
-    Queue, QueueDepth, Receipt, Registry, Settings, Submission, SystemClock,
+    Queue, QueueDepth, Receipt, Registry, Settings, Settled, Submission, SystemClock,
 };
 use ackflow_lambda::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
-    RecordOutcome,
 };
 use ackflow_processors::demo::Demo;
 use ackflow_sqlite::{Db, Durability, SqliteStore};
@@ -737,9 +736,9 @@ async fn process_record_alone_reports_done_for_a_stale_message() {
     let h = harness();
     let (job, record) = h.submit("demo", json!({})).await;
     let delivery = delivery_from_record(record).expect("decoded");
-    assert_eq!(process_record(&h.app, &delivery).await, RecordOutcome::Done);
+    assert_eq!(process_record(&h.app, &delivery).await, Settled::Done);
     assert_eq!(h.job(job.id).await.state, JobState::Succeeded);
     // A duplicate of a succeeded job's message never runs it again.
-    assert_eq!(process_record(&h.app, &delivery).await, RecordOutcome::Done);
+    assert_eq!(process_record(&h.app, &delivery).await, Settled::Done);
     assert_eq!(h.job(job.id).await.attempts, 1);
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::{service::error_chain, Ackflow, Queue as _};
+use ackflow_core::{error_chain, Ackflow, Deleter, Queue as _};
 use ackflow_sqlite::SqliteQueue;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -75,7 +75,7 @@ pub async fn run(
             tasks.spawn(async move {
                 let _permit = permit;
                 let disposition = app.handle(&delivery).await;
-                if let Err(e) = app.settle(&delivery, disposition).await {
+                if let Err(e) = app.settle(&delivery, disposition, Deleter::Worker).await {
                     // The message comes back after its visibility timeout; fencing makes that safe.
                     warn!(message_id = %delivery.message_id, error = %error_chain(&e), "could not settle a delivery");
                 }

@@ -227,7 +227,9 @@ async fn a_redrive_interrupted_before_its_delete_is_finished_by_the_next_without
         .pop()
         .expect("the job's message");
     let disposition = app.handle(&delivery).await;
-    app.settle(&delivery, disposition).await.expect("settle");
+    app.settle(&delivery, disposition, ackflow_core::Deleter::Worker)
+        .await
+        .expect("settle");
     assert_eq!(get(&app, &job).await.state, JobState::Succeeded);
 }
 
@@ -473,7 +475,10 @@ mod on_aws {
             .pop()
             .expect("the redriven message");
         let disposition = d.app.handle(&delivery).await;
-        d.app.settle(&delivery, disposition).await.expect("settle");
+        d.app
+            .settle(&delivery, disposition, ackflow_core::Deleter::Worker)
+            .await
+            .expect("settle");
         let done = get(&d.app, &job).await;
         assert_eq!(done.state, JobState::Succeeded, "{done:#?}");
         assert_eq!(done.generation, job.generation + 1);

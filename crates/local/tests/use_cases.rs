@@ -155,7 +155,7 @@ impl World {
         let delivery = self.next_delivery().await?;
         let disposition = self.app.handle(&delivery).await;
         self.app
-            .settle(&delivery, disposition)
+            .settle(&delivery, disposition, ackflow_core::Deleter::Worker)
             .await
             .expect("settle");
         Some(disposition)

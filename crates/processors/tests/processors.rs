@@ -212,16 +212,7 @@ fn rejection(outcome: Result<Value, ProcessError>) -> ackflow_core::Rejection {
 
 fn transient(outcome: Result<Value, ProcessError>) -> String {
     match outcome {
-        Err(ProcessError::Transient(e)) => {
-            let mut chain = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                chain.push_str(": ");
-                chain.push_str(&s.to_string());
-                source = s.source();
-            }
-            chain
-        }
+        Err(ProcessError::Transient(e)) => ackflow_core::error_chain(e.as_ref()),
         other => panic!("expected a transient error, got {other:?}"),
     }
 }

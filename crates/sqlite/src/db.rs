@@ -367,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err =
             Db::open(&dir.path().join("nope/a.db"), Durability::Normal).expect_err("no directory");
-        let text = ackflow_core::service::error_chain(&err);
+        let text = ackflow_core::error_chain(&err);
         assert!(text.contains("directory does not exist"), "{text}");
         assert!(matches!(err, PortError::Failed { .. }));
     }
@@ -384,7 +384,7 @@ mod tests {
         .expect("bump");
         drop(db);
         let err = Db::open(&path, Durability::Normal).expect_err("newer");
-        let text = ackflow_core::service::error_chain(&err);
+        let text = ackflow_core::error_chain(&err);
         assert!(text.contains("newer than this ackflow"), "{text}");
     }
 

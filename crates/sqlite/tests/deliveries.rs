@@ -521,7 +521,7 @@ mod on_sqlite {
                 }
                 disposition = &mut task => {
                     let disposition = disposition.expect("handle never panics");
-                    let _ = self.app.settle(&delivery, disposition).await;
+                    let _ = self.app.settle(&delivery, disposition, ackflow_core::Deleter::Worker).await;
                 }
             }
         }
@@ -556,7 +556,10 @@ mod on_sqlite {
                         let _ = held.verdict.send(verdict);
                         let disposition = held.task.await.expect("handle never panics");
                         if settle {
-                            let _ = self.app.settle(&held.delivery, disposition).await;
+                            let _ = self
+                                .app
+                                .settle(&held.delivery, disposition, ackflow_core::Deleter::Worker)
+                                .await;
                         }
                     }
                 }
@@ -665,7 +668,10 @@ mod on_sqlite {
             for held in std::mem::take(&mut self.pending) {
                 drop(held.verdict);
                 let disposition = held.task.await.expect("handle never panics");
-                let _ = self.app.settle(&held.delivery, disposition).await;
+                let _ = self
+                    .app
+                    .settle(&held.delivery, disposition, ackflow_core::Deleter::Worker)
+                    .await;
             }
             self.observe().await?;
             let watch = [(self.owner.clone(), self.id)];

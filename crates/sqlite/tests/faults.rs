@@ -227,7 +227,9 @@ async fn run(case: Case, inject: Option<(usize, Fault)>) -> Result<Run, String> 
                 for delivery in &batch {
                     let disposition = app.handle(delivery).await;
                     // A failed settle leaves the message to come back: the worker logs it.
-                    let _ = app.settle(delivery, disposition).await;
+                    let _ = app
+                        .settle(delivery, disposition, ackflow_core::Deleter::Worker)
+                        .await;
                 }
                 Told::Ok
             }

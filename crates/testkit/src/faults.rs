@@ -627,7 +627,7 @@ pub async fn drive_until_quiet(
             for delivery in batch {
                 quiet.deliveries += 1;
                 let disposition = app.handle(&delivery).await;
-                app.settle(&delivery, disposition)
+                app.settle(&delivery, disposition, ackflow_core::Deleter::Worker)
                     .await
                     .map_err(|e| err("settle", e))?;
             }

@@ -83,7 +83,9 @@ async fn work_until_idle(app: &Ackflow) {
         }
         for delivery in batch {
             let disposition = app.handle(&delivery).await;
-            app.settle(&delivery, disposition).await.expect("settle");
+            app.settle(&delivery, disposition, ackflow_core::Deleter::Worker)
+                .await
+                .expect("settle");
         }
     }
     panic!("the worker never ran out of messages");

@@ -17,7 +17,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{decode, error_chain, Ackflow, TransitionError, Undecodable, CAS_ROUNDS};
+use super::decode::{self, Undecodable};
+use super::write::{TransitionError, CAS_ROUNDS};
+use super::Ackflow;
+use crate::error_chain;
 use crate::job::attributes;
 use crate::{Change, Delivery, Envelope, JobId, JobState, Kind, Owner, PortError, Timestamp};
 
@@ -186,7 +189,7 @@ impl Ackflow {
                 receive_count: d.receive_count,
                 dead_lettered_at: letter.dead_lettered_at,
             };
-            match decode(d) {
+            match decode::envelope(d) {
                 Ok(envelope) => {
                     view.job_id = Some(envelope.job);
                     view.owner = Some(envelope.owner);
@@ -268,7 +271,7 @@ impl Ackflow {
 
     async fn redrive_one(&self, delivery: &Delivery) -> Redriven {
         let message_id = delivery.message_id.clone();
-        let envelope = match decode(delivery) {
+        let envelope = match decode::envelope(delivery) {
             Ok(envelope) => envelope,
             Err(e) => {
                 let reason = unreadable_reason(e);

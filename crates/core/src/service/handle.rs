@@ -1,0 +1,302 @@
+//! The worker's path: one delivery in, a [`Disposition`] out. Decides from the job's stored
+//! state whether to run an attempt, runs it (timeout and panics caught) and records its outcome
+//! with conditional writes.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use serde_json::Value;
+use tracing::{debug, error, info, warn, Instrument as _};
+
+use super::decode::{self, Undecodable};
+use super::progress::StoreProgress;
+use super::write::{TransitionError, CAS_ROUNDS};
+use super::Ackflow;
+use crate::job::attributes;
+use crate::{
+    error_chain, panic_message, telemetry, Change, Delivery, Envelope, Job, JobContext, JobId,
+    JobState, Owner, PortError, Problem, ProcessError,
+};
+
+/// What to do with a delivery after handling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done with it (the job is terminal, or the message is stale): delete it.
+    Delete,
+    /// Let it come back after this long (backoff, or another attempt holds the job).
+    RetryAfter(Duration),
+    /// Unreadable: move it to the dead-letter queue for an operator.
+    DeadLetter,
+}
+
+impl Ackflow {
+    /// Handles one delivery: decides from the job's stored state whether to run an attempt, runs
+    /// it (timeout and panics caught), and records the outcome with conditional writes. Never
+    /// panics and never fails: every outcome is a [`Disposition`].
+    pub async fn handle(&self, delivery: &Delivery) -> Disposition {
+        let envelope = match decode::envelope(delivery) {
+            Ok(envelope) => envelope,
+            Err(Undecodable::NewerSchema(v)) => {
+                // A newer deployment sent it; a newer worker will read it. Not poison.
+                warn!(message_id = %delivery.message_id, schema = v, "message from a newer version; returning it");
+                return Disposition::RetryAfter(self.settings.backoff_max);
+            }
+            Err(Undecodable::Corrupt(why)) => return self.poison(delivery, why).await,
+        };
+        // Every line about this delivery carries the job, its request's correlation id and the
+        // trace header it came with; kind and attempt are filled in once the job is read.
+        let span = tracing::info_span!(
+            "job",
+            job_id = %envelope.job,
+            correlation_id = %envelope.correlation_id,
+            generation = envelope.generation,
+            kind = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            trace_header = tracing::field::Empty,
+        );
+        if let Some(trace) = delivery.trace_header() {
+            span.record("trace_header", trace.as_str());
+        }
+        debug!(parent: &span, message_id = %delivery.message_id, receive_count = delivery.receive_count, "delivery received");
+        match self.handle_envelope(&envelope).instrument(span).await {
+            Ok(disposition) => disposition,
+            Err(e) => {
+                warn!(job_id = %envelope.job, error = %error_chain(&e), "store unavailable; the message will come back");
+                Disposition::RetryAfter(self.settings.backoff_base)
+            }
+        }
+    }
+
+    /// An unreadable message: fail its job (found through the message attributes) and set the
+    /// message aside for an operator.
+    async fn poison(&self, delivery: &Delivery, why: String) -> Disposition {
+        let owner = delivery
+            .attributes
+            .get(attributes::OWNER)
+            .and_then(|o| Owner::parse(o.as_str()).ok());
+        let id = delivery
+            .attributes
+            .get(attributes::JOB_ID)
+            .and_then(|id| id.parse::<JobId>().ok());
+        error!(message_id = %delivery.message_id, job_id = ?id, %why, "unreadable message");
+        telemetry::dead_lettered(delivery, id);
+        if let (Some(owner), Some(id)) = (owner, id) {
+            if let Err(e) = self
+                .fail_open_job(&owner, id, Problem::unreadable_message())
+                .await
+            {
+                warn!(job_id = %id, error = %error_chain(&e), "could not fail the job of an unreadable message");
+                return Disposition::RetryAfter(self.settings.backoff_base);
+            }
+        }
+        Disposition::DeadLetter
+    }
+
+    async fn fail_open_job(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        problem: Problem,
+    ) -> Result<(), PortError> {
+        for _ in 0..CAS_ROUNDS {
+            let Some(job) = self.store.get(owner, id).await? else {
+                return Ok(());
+            };
+            if job.state.is_terminal() {
+                return Ok(());
+            }
+            match self.write(&job, Change::Fail(problem.clone()), None).await {
+                Ok(_) => return Ok(()),
+                Err(TransitionError::Port(e)) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_envelope(&self, envelope: &Envelope) -> Result<Disposition, PortError> {
+        for _ in 0..CAS_ROUNDS {
+            let Some(job) = self.store.get(&envelope.owner, envelope.job).await? else {
+                info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
+                return Ok(Disposition::Delete);
+            };
+            let span = tracing::Span::current();
+            span.record("kind", job.kind.as_str());
+            span.record("attempt", job.attempts);
+            if envelope.generation != job.generation {
+                debug!(job_id = %job.id, "message of another generation; dropping it");
+                return Ok(Disposition::Delete);
+            }
+            let now = self.clock.now();
+            match job.state {
+                s if s.is_terminal() => return Ok(Disposition::Delete),
+                JobState::Running if !job.lease_expired(now) => {
+                    // A duplicate while an attempt holds the job: come back when its lease ends,
+                    // in case that attempt dies.
+                    let left = job
+                        .running_until
+                        .map_or(Duration::ZERO, |until| until.since(now));
+                    return Ok(Disposition::RetryAfter(left + Duration::from_millis(100)));
+                }
+                _ => {}
+            }
+            if now.plus(self.settings.lease()) > job.deadline {
+                // Starting now could outlive the deadline: end it instead, so that a running
+                // attempt never races the sweeper.
+                return self
+                    .finish_with(&job, Change::Fail(Problem::deadline_exceeded()))
+                    .await;
+            }
+            if job.attempts >= job.max_attempts {
+                // The last attempt died without recording its outcome (crash or lost write).
+                return self
+                    .finish_with(
+                        &job,
+                        Change::Fail(Problem::attempts_exhausted(job.attempts)),
+                    )
+                    .await;
+            }
+            match self.write(&job, Change::Start, None).await {
+                Ok(running) => {
+                    span.record("attempt", running.attempts);
+                    return self.run_attempt(running).await;
+                }
+                Err(TransitionError::Port(e)) => return Err(e),
+                Err(TransitionError::Conflict | TransitionError::Illegal(_)) => continue,
+            }
+        }
+        Ok(Disposition::RetryAfter(self.settings.backoff_base))
+    }
+
+    /// Writes a terminal change and deletes the message (whatever won a race, the job is done
+    /// or someone else holds it).
+    async fn finish_with(&self, job: &Job, change: Change) -> Result<Disposition, PortError> {
+        match self.write(job, change, None).await {
+            Ok(_) | Err(TransitionError::Conflict | TransitionError::Illegal(_)) => {
+                Ok(Disposition::Delete)
+            }
+            Err(TransitionError::Port(e)) => Err(e),
+        }
+    }
+
+    async fn run_attempt(&self, running: Job) -> Result<Disposition, PortError> {
+        let input = self.store.input(&running.owner, running.id).await?;
+        let processor = self.registry.get(&running.kind).cloned();
+        let sink = Arc::new(StoreProgress::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            self.settings.clone(),
+            running.clone(),
+        ));
+        let outcome = match (input, processor) {
+            (None, _) => Outcome::Rejected(Problem::unreadable_message()),
+            (Some(_), None) => Outcome::Transient(format!(
+                "no processor for kind '{}' in this deployment",
+                running.kind
+            )),
+            (Some(input), Some(processor)) => {
+                let ctx = JobContext::new(
+                    running.id,
+                    running.owner.clone(),
+                    running.attempts,
+                    running.max_attempts,
+                    running.deadline,
+                    sink.clone(),
+                );
+                let work = AssertUnwindSafe(processor.process(input, &ctx)).catch_unwind();
+                match tokio::time::timeout(self.settings.worker_timeout, work).await {
+                    Err(_) => Outcome::Transient(format!(
+                        "timed out after {:?}",
+                        self.settings.worker_timeout
+                    )),
+                    Ok(Err(panic)) => {
+                        Outcome::Transient(format!("panicked: {}", panic_message(panic.as_ref())))
+                    }
+                    Ok(Ok(Ok(result))) => Outcome::Succeeded(result),
+                    Ok(Ok(Err(ProcessError::Rejected(r)))) => {
+                        Outcome::Rejected(r.into_problem(&running.kind))
+                    }
+                    Ok(Ok(Err(ProcessError::Transient(e)))) => {
+                        Outcome::Transient(error_chain(e.as_ref()))
+                    }
+                }
+            }
+        };
+        let current = sink.current().await;
+        self.record_outcome(current, outcome).await
+    }
+
+    async fn record_outcome(
+        &self,
+        current: Job,
+        outcome: Outcome,
+    ) -> Result<Disposition, PortError> {
+        let id = current.id;
+        let (change, result, disposition) = match outcome {
+            Outcome::Succeeded(result) => {
+                let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
+                if size > self.settings.result_limit {
+                    error!(job_id = %id, size, "result too large");
+                    (
+                        Change::Fail(Problem::result_too_large(self.settings.result_limit)),
+                        None,
+                        Disposition::Delete,
+                    )
+                } else {
+                    (Change::Succeed, Some(result), Disposition::Delete)
+                }
+            }
+            Outcome::Rejected(problem) => (Change::Fail(problem), None, Disposition::Delete),
+            Outcome::Transient(why) if current.attempts >= current.max_attempts => {
+                warn!(job_id = %id, attempt = current.attempts, %why, "last attempt failed; failing the job");
+                (
+                    Change::Fail(Problem::attempts_exhausted(current.attempts)),
+                    None,
+                    Disposition::Delete,
+                )
+            }
+            Outcome::Transient(why) => {
+                let delay = self.settings.backoff(current.attempts);
+                warn!(job_id = %id, attempt = current.attempts, %why, retry_in = ?delay, "attempt failed; retrying");
+                let note = format!(
+                    "Attempt {} of {} hit a temporary problem; trying again in {} s",
+                    current.attempts,
+                    current.max_attempts,
+                    delay.as_secs().max(1)
+                );
+                let retry_at = self.clock.now().plus(delay);
+                (
+                    Change::Release { retry_at, note },
+                    None,
+                    Disposition::RetryAfter(delay),
+                )
+            }
+        };
+        match self.write(&current, change, result.as_ref()).await {
+            Ok(_) => Ok(disposition),
+            Err(TransitionError::Port(e)) => Err(e),
+            Err(TransitionError::Conflict | TransitionError::Illegal(_)) => {
+                // Someone else changed the job while this attempt ran (the sweeper failed it, or the
+                // lease ran out and another delivery took it over): this attempt's outcome is dropped.
+                warn!(job_id = %id, "the job changed during the attempt; its outcome is discarded");
+                match self.store.get(&current.owner, id).await? {
+                    Some(job)
+                        if !job.state.is_terminal() && job.generation == current.generation =>
+                    {
+                        Ok(Disposition::RetryAfter(self.settings.backoff_base))
+                    }
+                    _ => Ok(Disposition::Delete),
+                }
+            }
+        }
+    }
+}
+
+/// How an attempt ended, before it is written.
+enum Outcome {
+    Succeeded(Value),
+    Rejected(Problem),
+    Transient(String),
+}
