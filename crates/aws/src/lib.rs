@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`AwsBackend`]: the one way to open ackflow on a deployment — the store and the queue that
+//!   an [`AwsConfig`] names, on [`Clients`], and the [`ackflow_core::Ackflow`] use cases over them.
 //! - [`AwsConfig`], [`Clients`]: what a function reads from its environment (queue URLs, table,
 //!   the knobs) and the SDK clients, built once per process from one `SdkConfig`.
 //! - [`SqsQueue`]: the queue and its dead-letter queue.
@@ -30,12 +32,14 @@
 //! ([`https_client`]: hyper 1 + rustls with the *ring* provider), no legacy hyper 0.14 / rustls
 //! 0.21 stack and no aws-lc, so the functions cross-compile for arm64 with zig alone.
 
+mod backend;
 mod config;
 pub mod dynamo;
 mod error;
 pub mod schema;
 mod sqs;
 
+pub use backend::AwsBackend;
 pub use config::{env, https_client, timeouts, AwsConfig, Clients, ConfigError};
 pub use dynamo::{DynamoJobStore, DynamoOrderBook};
 pub use error::classify;

@@ -6,11 +6,12 @@
 //! - Queues: `{name}-dlq` (messages kept [`DLQ_RETENTION_SECS`], the maximum: no consumer
 //!   deletes them, operators do), then `{name}` with its visibility timeout and
 //!   `RedrivePolicy {deadLetterTargetArn, maxReceiveCount}`, where `maxReceiveCount` is
-//!   [`max_receive_count`]: the store's attempt budget plus [`RECEIVE_SLACK`].
+//!   [`ackflow_core::Settings::max_receive_count`]: the store's attempt budget plus
+//!   [`ackflow_core::Settings::RECEIVE_SLACK`].
 
 use std::time::Duration;
 
-use ackflow_core::{PortError, Settings};
+use ackflow_core::PortError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
     Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -24,22 +25,12 @@ use crate::dynamo::{
 };
 use crate::error::{build_failed, classify, unexpected};
 
-/// Receives beyond the attempt budget before SQS moves a message to the dead-letter queue.
-/// The store counts attempts and the worker fails a job at its last one; SQS's receive count
-/// also grows on throttles, whole-batch failures and duplicates, so the redrive policy is only
-/// a backstop (crashes, poison) and must not fire before the store's budget is spent.
-pub const RECEIVE_SLACK: u32 = 3;
 /// The dead-letter queue's name is the queue's plus this.
 pub const DLQ_SUFFIX: &str = "-dlq";
 /// How long the dead-letter queue keeps messages: 14 days, SQS's maximum.
 pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
 /// How long [`create_table`] waits for a new table to become active.
 const TABLE_WAIT: Duration = Duration::from_secs(300);
-
-/// The queue's `maxReceiveCount` for these settings: max attempts + [`RECEIVE_SLACK`].
-pub fn max_receive_count(settings: &Settings) -> u32 {
-    settings.max_attempts.saturating_add(RECEIVE_SLACK)
-}
 
 /// Creates `table` (on-demand billing) with its key, its global secondary indexes and TTL, and
 /// waits until it is active. A table of that name that exists already is kept (and its TTL
@@ -235,18 +226,4 @@ pub async fn create_queues(
         .queue_url
         .ok_or_else(|| unexpected(WHAT, "SQS created the queue without a URL"))?;
     Ok((queue_url, dlq_url))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_redrive_policy_leaves_slack_beyond_the_attempt_budget() {
-        let settings = Settings {
-            max_attempts: 5,
-            ..Settings::default()
-        };
-        assert_eq!(max_receive_count(&settings), 8);
-    }
 }

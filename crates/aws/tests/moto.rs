@@ -343,7 +343,7 @@ async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
     let queue = Arc::new(
         fresh_queue_pair(
             &clients,
-            schema::max_receive_count(&settings),
+            settings.max_receive_count(),
             u32::try_from(settings.visibility_timeout.as_secs()).expect("secs"),
         )
         .await,

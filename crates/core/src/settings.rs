@@ -273,6 +273,15 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_dead_letters_by_itself_only_after_the_attempt_budget_and_its_slack() {
+        let settings = Settings {
+            max_attempts: 5,
+            ..Settings::default()
+        };
+        assert_eq!(settings.max_receive_count(), 8);
+    }
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {

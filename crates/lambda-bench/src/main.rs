@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ackflow_aws::schema::{create_queues, create_table, max_receive_count};
+use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::Clients;
 use ackflow_core::service::Submission;
 use ackflow_core::{CorrelationId, Owner};
@@ -143,7 +143,7 @@ async fn prepare(args: &Args) -> Result<(HashMap<String, String>, Vec<Planned>)>
     let (queue_url, dlq_url) = create_queues(
         &clients.sqs,
         &name,
-        max_receive_count(&settings),
+        settings.max_receive_count(),
         visibility,
     )
     .await

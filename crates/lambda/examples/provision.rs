@@ -11,7 +11,7 @@
 //! (`ACKFLOW_VISIBILITY_TIMEOUT_SECS`, `ACKFLOW_MAX_ATTEMPTS` + slack). Prints the variables
 //! the functions read, one `NAME=value` a line, ready for `export`.
 
-use ackflow_aws::schema::{create_queues, create_table, max_receive_count};
+use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::{env, Clients};
 use ackflow_core::Settings;
 
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (queue_url, dlq_url) = create_queues(
         &clients.sqs,
         &name,
-        max_receive_count(&settings),
+        settings.max_receive_count(),
         visibility,
     )
     .await

@@ -1,10 +1,11 @@
 //! Building ackflow for a function, once per cold start: [`FunctionConfig`] read from the
 //! environment, the SDK clients, the adapters, the processors, the use cases ([`Function`]).
-//! Every function binary calls [`app_from_env`] first, outside its handler.
+//! Every function binary calls [`start`] first, outside its handler, naming itself
+//! ([`FunctionKind`]).
 
 use std::sync::Arc;
 
-use ackflow_aws::{AwsConfig, Clients, ConfigError, DynamoJobStore, DynamoOrderBook, SqsQueue};
+use ackflow_aws::{AwsBackend, AwsConfig, Clients, ConfigError, DynamoOrderBook};
 use ackflow_core::{Ackflow, PortError, SystemClock};
 use ackflow_http::{ApiState, OwnerResolver};
 use ackflow_processors::order::OrderBook;
@@ -140,15 +141,47 @@ impl Function {
     }
 }
 
-/// What every function's `main` does first: installs the JSON logs, builds the function as
-/// [`app_from_env`] does (seeding the order book's stock in the `worker` only), then the
-/// metrics recorder; a startup error is logged with its whole chain (and names the
-/// variable at fault) before it is returned to Lambda as the init error.
-pub async fn start(function: &'static str) -> Result<Function, StartupError> {
+/// The functions of a deployment: what each one's `main` passes to [`start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// `POST /v1/jobs` and the other writes of the HTTP API.
+    Api,
+    /// The reads of the HTTP API (status, long-poll, list, report, the status page).
+    Status,
+    /// The SQS batch lifter: runs the processors.
+    Worker,
+    /// The scheduled sweep.
+    Sweeper,
+}
+
+impl FunctionKind {
+    /// The function's name, as in `template.yaml` and in the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Status => "status",
+            Self::Worker => "worker",
+            Self::Sweeper => "sweeper",
+        }
+    }
+
+    /// Whether this function reserves stock, and so seeds the order book at cold start.
+    pub fn seeds_stock(self) -> bool {
+        self == Self::Worker
+    }
+}
+
+/// What every function's `main` does first: installs the JSON logs, reads
+/// [`FunctionConfig::from_env`], loads the SDK configuration once ([`Clients::from_env`]) and
+/// builds the function with [`function_from`] (seeding the order book's stock in the worker
+/// only), then the metrics recorder. A startup error is logged with its whole chain (and names
+/// the variable at fault) before it is returned to Lambda as the init error.
+pub async fn start(kind: FunctionKind) -> Result<Function, StartupError> {
     crate::telemetry::init_logs();
+    let function = kind.name();
     let built = async {
         let mut config = FunctionConfig::from_env()?;
-        config.seed_stock = function == "worker";
+        config.seed_stock = kind.seeds_stock();
         let clients = Clients::from_env().await;
         function_from(config, &clients).await
     };
@@ -173,14 +206,6 @@ pub async fn start(function: &'static str) -> Result<Function, StartupError> {
     }
 }
 
-/// Reads [`FunctionConfig::from_env`], loads the SDK configuration once
-/// ([`Clients::from_env`]) and builds the function with [`function_from`].
-pub async fn app_from_env() -> Result<Function, StartupError> {
-    let config = FunctionConfig::from_env()?;
-    let clients = Clients::from_env().await;
-    function_from(config, &clients).await
-}
-
 /// Builds the function from a configuration and clients: the SQS queue, the DynamoDB job store
 /// and order book (its stock seeded from the catalog where absent when
 /// [`FunctionConfig::seed_stock`]: a few conditional writes per cold start of the worker, so a
@@ -190,15 +215,7 @@ pub async fn function_from(
     config: FunctionConfig,
     clients: &Clients,
 ) -> Result<Function, StartupError> {
-    let queue = Arc::new(SqsQueue::new(
-        clients.sqs.clone(),
-        config.aws.queue_url.clone(),
-        config.aws.dlq_url.clone(),
-    ));
-    let store = Arc::new(DynamoJobStore::new(
-        clients.dynamo.clone(),
-        config.aws.table.clone(),
-    ));
+    let backend = AwsBackend::new(config.aws.clone(), clients);
     let book = DynamoOrderBook::new(clients.dynamo.clone(), config.aws.table.clone());
     if config.seed_stock {
         book.seed().await.map_err(StartupError::Seed)?;
@@ -206,13 +223,7 @@ pub async fn function_from(
     let book: Arc<dyn OrderBook> = Arc::new(book);
     let clock = Arc::new(SystemClock);
     let registry = registry_with(book, clock.clone(), config.demo);
-    let app = Arc::new(Ackflow::new(
-        store,
-        queue,
-        registry,
-        clock,
-        config.aws.settings.clone(),
-    ));
+    let app = Arc::new(backend.ackflow(registry, clock));
     Ok(Function {
         app,
         config: Arc::new(config),

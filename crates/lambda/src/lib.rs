@@ -12,8 +12,9 @@
 //!   deadline watched, the partial batch response.
 //! - [`owner`]: [`JwtOwners`], the [`ackflow_http::OwnerResolver`] reading the JWT `sub` claim
 //!   that API Gateway's authorizer verified.
-//! - [`app`]: [`app_from_env`] — configuration read once, SDK clients built once, the
-//!   adapters of `ackflow-aws`, the shipped processors, the use cases.
+//! - [`app`]: [`start`], which every function's `main` calls first with its [`FunctionKind`] —
+//!   configuration read once, SDK clients built once, the backend of `ackflow-aws`
+//!   ([`ackflow_aws::AwsBackend`]), the shipped processors, the use cases.
 //! - [`sweeper`]: the `sweeper` function's handler.
 //! - [`telemetry`]: JSON logs for CloudWatch, EMF metrics flushed per invocation, the X-Ray
 //!   trace header adopted from the invocation.
@@ -24,7 +25,7 @@ pub mod sqs;
 pub mod sweeper;
 pub mod telemetry;
 
-pub use app::{app_from_env, function_from, start, Function, FunctionConfig, StartupError};
+pub use app::{function_from, start, Function, FunctionConfig, FunctionKind, StartupError};
 pub use owner::JwtOwners;
 pub use sqs::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,

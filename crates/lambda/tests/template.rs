@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ackflow_aws::dynamo;
-use ackflow_aws::schema::{DLQ_RETENTION_SECS, RECEIVE_SLACK};
+use ackflow_aws::schema::DLQ_RETENTION_SECS;
+use ackflow_core::Settings;
 use ackflow_lambda::FunctionConfig;
 use serde_json::{json, Value};
 
@@ -225,7 +226,7 @@ fn batch_item_failure_violations(t: &Value) -> Vec<String> {
     out
 }
 
-/// maxReceiveCount = MaxAttempts + RECEIVE_SLACK (> 1) for every allowed MaxAttempts, and the
+/// maxReceiveCount = MaxAttempts + Settings::RECEIVE_SLACK (> 1) for every allowed MaxAttempts, and the
 /// functions get their attempt budget from the same parameter.
 fn redrive_violations(t: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -238,10 +239,10 @@ fn redrive_violations(t: &Value) -> Vec<String> {
         let n: u32 = attempts.parse().expect("a number");
         let count =
             resolve(t, &policy["maxReceiveCount"], &params).and_then(|v| v.parse::<u32>().ok());
-        if count != Some(n + RECEIVE_SLACK) || count <= Some(1) {
+        if count != Some(n + Settings::RECEIVE_SLACK) || count <= Some(1) {
             out.push(format!(
                 "MaxAttempts {n}: maxReceiveCount {count:?}, not {}",
-                n + RECEIVE_SLACK
+                n + Settings::RECEIVE_SLACK
             ));
         }
     }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use ackflow_core::{
     Ackflow, DeadLetterView, RedriveAction, RedriveReport, Registry, Settings, SystemClock,
 };
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Durability, SqliteBackend};
 use anyhow::Context as _;
 
-use crate::serve::{DB_FILE, RECEIVE_SLACK};
+use crate::serve::DB_FILE;
 
 /// `ackflow dlq`.
 #[derive(Debug, clap::Subcommand)]
@@ -134,37 +134,18 @@ fn open_sqlite(target: &Target) -> anyhow::Result<Ackflow> {
         "no ackflow database at {} (use the --data-dir of `ackflow serve`)",
         path.display()
     );
-    let db = Db::open(&path, target.durability)
-        .with_context(|| format!("cannot open {}", path.display()))?;
     let clock = Arc::new(SystemClock);
-    // The same queue, with the same receive limit, as `ackflow serve` (see serve.rs).
-    let queue = SqliteQueue::new(
-        db.clone(),
-        "jobs",
-        settings.max_attempts + RECEIVE_SLACK,
-        clock.clone(),
-    )?;
-    Ok(Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        Arc::new(queue),
-        Registry::new(),
-        clock,
-        settings,
-    ))
+    // The same queue, with the same receive limit, as `ackflow serve`.
+    let backend = SqliteBackend::open(&path, target.durability, &settings, clock.clone())
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(backend.ackflow(Registry::new(), clock, settings))
 }
 
 #[cfg(feature = "aws")]
 async fn open_aws() -> anyhow::Result<Ackflow> {
-    use ackflow_aws::{AwsConfig, Clients, DynamoJobStore, SqsQueue};
-    let config = AwsConfig::from_env()?;
-    let clients = Clients::from_env().await;
-    Ok(Ackflow::new(
-        Arc::new(DynamoJobStore::new(clients.dynamo, config.table)),
-        Arc::new(SqsQueue::new(clients.sqs, config.queue_url, config.dlq_url)),
-        Registry::new(),
-        Arc::new(SystemClock),
-        config.settings,
-    ))
+    use ackflow_aws::{AwsBackend, AwsConfig, Clients};
+    let backend = AwsBackend::new(AwsConfig::from_env()?, &Clients::from_env().await);
+    Ok(backend.ackflow(Registry::new(), Arc::new(SystemClock)))
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {

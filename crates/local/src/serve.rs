@@ -3,10 +3,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use ackflow_core::{Ackflow, Processor, Queue, SystemClock};
+use ackflow_core::{Processor, SystemClock};
 use ackflow_http::{Anonymous, ApiState, BearerTokens, OwnerResolver};
 use ackflow_processors::registry_with;
-use ackflow_sqlite::{Db, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{SqliteBackend, SqliteOrderBook};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,10 +14,6 @@ use tracing::info;
 
 use crate::config::{parse_tokens, ServeArgs};
 use crate::worker;
-
-/// Receives over `maxReceiveCount` = max attempts + this are dead-lettered by the queue itself: a
-/// backstop for crashes and poison only, since the store counts attempts (SPEC.md).
-pub const RECEIVE_SLACK: u32 = 3;
 
 /// The name of the SQLite file inside the data directory.
 pub const DB_FILE: &str = "ackflow.db";
@@ -69,42 +65,29 @@ impl Server {
             )
         })?;
         let db_path = args.data_dir.join(DB_FILE);
-        let db = Db::open(&db_path, args.durability)
-            .with_context(|| format!("cannot open {}", db_path.display()))?;
         let clock = Arc::new(SystemClock);
-        let store = Arc::new(SqliteStore::new(db.clone()));
-        let queue = Arc::new(SqliteQueue::new(
-            db.clone(),
-            "jobs",
-            settings.max_attempts + RECEIVE_SLACK,
-            clock.clone(),
-        )?);
+        let backend = SqliteBackend::open(&db_path, args.durability, &settings, clock.clone())
+            .with_context(|| format!("cannot open {}", db_path.display()))?;
         // This process is the queue's only consumer: whatever was in flight belonged to a process that
         // is gone (a crash or kill -9), so it can be delivered again now rather than after its timeout.
-        let released = queue.release_in_flight()?;
+        let released = backend.queue.release_in_flight()?;
         if released > 0 {
             info!(
                 released,
                 "messages in flight at the last stop are visible again"
             );
         }
-        let book = Arc::new(SqliteOrderBook::new(db)?);
+        let book = Arc::new(SqliteOrderBook::new(backend.db.clone())?);
         let mut registry = registry_with(book, clock.clone(), args.demo);
         for processor in extra {
             registry.register(processor);
         }
-        let app = Arc::new(Ackflow::new(
-            store,
-            queue.clone() as Arc<dyn Queue>,
-            registry,
-            clock,
-            settings.clone(),
-        ));
+        let app = Arc::new(backend.ackflow(registry, clock, settings.clone()));
 
         let stop = CancellationToken::new();
         let worker = tokio::spawn(worker::run(
             app.clone(),
-            queue,
+            backend.queue.clone(),
             args.concurrency,
             settings.worker_timeout + settings.lease_grace,
             stop.clone(),

@@ -640,7 +640,7 @@ async fn crash_run(seed: u64, data: PathBuf, log: PathBuf, phase: Arc<Phase>) {
     let queue = SqliteQueue::new(
         db,
         "jobs",
-        MAX_ATTEMPTS + ackflow_local::serve::RECEIVE_SLACK,
+        MAX_ATTEMPTS + ackflow_core::Settings::RECEIVE_SLACK,
         Arc::new(SystemClock),
     )
     .expect("the queue");

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`SqliteBackend`]: the one way to open ackflow on a file — the store and the job queue over
+//!   one [`Db`], and the [`ackflow_core::Ackflow`] use cases over them.
 //! - [`Db`]: the file — WAL mode, pragmas, schema migrations (`PRAGMA user_version`), and the
 //!   single connection every call runs on (on tokio's blocking pool).
 //! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
@@ -21,6 +23,7 @@
 //!
 //! Every adapter passes the behaviour suites of `ackflow-testkit` (`tests/contract.rs`).
 
+mod backend;
 mod db;
 mod orders;
 mod queue;
@@ -30,6 +33,7 @@ mod store;
 #[cfg(test)]
 mod plans;
 
+pub use backend::{SqliteBackend, QUEUE_NAME};
 pub use db::{Db, Durability, UnknownDurability};
 pub use orders::SqliteOrderBook;
 pub use queue::SqliteQueue;

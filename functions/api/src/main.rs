@@ -6,7 +6,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
-    let function = ackflow_lambda::start("api").await?;
+    let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Api).await?;
     // The invocation's X-Ray trace header goes with the job's message; metrics are flushed
     // before each response.
     let router = ackflow_lambda::instrument_router(ackflow_http::router(function.api_state()));

@@ -6,7 +6,7 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
-    let function = ackflow_lambda::start("status").await?;
+    let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Status).await?;
     // Instrumented like `api` (it records no job events today, but a redrive or a cancel
     // routed here would).
     let router = ackflow_lambda::instrument_router(ackflow_http::router(function.api_state()));

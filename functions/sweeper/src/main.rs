@@ -6,7 +6,7 @@ use lambda_runtime::service_fn;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
-    let function = ackflow_lambda::start("sweeper").await?;
+    let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Sweeper).await?;
     let app = function.app.as_ref();
     // Metrics (jobs it fails past their deadline) are flushed at the end of each invocation.
     lambda_runtime::run(service_fn(|event| {

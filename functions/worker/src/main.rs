@@ -7,7 +7,7 @@ use lambda_runtime::service_fn;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
-    let function = ackflow_lambda::start("worker").await?;
+    let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Worker).await?;
     let app = function.app.as_ref();
     let options = &function.config.batch;
     // Metrics are flushed at the end of each invocation, before Lambda may freeze the sandbox.
