@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::ServerProcess;
+use support::{is_terminal, ServerProcess};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -196,35 +196,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Long-polls the job until it is terminal (each request names the version it has seen).
+/// Long-polls the job until it is terminal after a redrive.
 async fn until_terminal(base: &str, id: &str) -> Value {
-    let http = reqwest::Client::new();
-    let mut etag = String::from("\"none\"");
-    let mut job = Value::Null;
-    for _ in 0..100 {
-        let resp = http
-            .get(format!("{base}/v1/jobs/{id}?wait=5"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("GET answered");
-        if resp.status() == 304 {
-            continue;
-        }
-        assert_eq!(resp.status(), 200);
-        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
-        job = resp.json().await.expect("a job");
-        if matches!(
-            job["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) && job["history"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|e| e["note"] == REDRIVE_NOTE))
-        {
-            return job;
-        }
-    }
-    panic!("job {id} was not finished after the redrive: {job}");
+    let redriven = |job: &Value| {
+        is_terminal(job)
+            && job["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|e| e["note"] == REDRIVE_NOTE))
+    };
+    support::long_poll(
+        &reqwest::Client::new(),
+        &format!("{base}/v1/jobs/{id}"),
+        100,
+        redriven,
+    )
+    .await
+    .unwrap_or_else(|job| panic!("job {id} was not finished after the redrive: {job}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

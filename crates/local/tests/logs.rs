@@ -43,27 +43,12 @@ async fn submit(http: &reqwest::Client, base: &str, correlation_id: &str, body: 
     resp.json().await.expect("a job")
 }
 
-/// Long-polls the job until it is terminal (no sleeps: the server holds each request until
-/// the job changes).
+/// Long-polls the job until it has succeeded or failed.
 async fn until_terminal(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    let mut etag = String::from("\"none\"");
-    for _ in 0..200 {
-        let resp = http
-            .get(format!("{base}/v1/jobs/{id}?wait=5"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("GET answered");
-        if resp.status() == 304 {
-            continue;
-        }
-        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
-        let job: Value = resp.json().await.expect("a job");
-        if matches!(job["state"].as_str(), Some("succeeded" | "failed")) {
-            return job;
-        }
-    }
-    panic!("job {id} did not end");
+    let ended = |job: &Value| matches!(job["state"].as_str(), Some("succeeded" | "failed"));
+    support::long_poll(http, &format!("{base}/v1/jobs/{id}"), 200, ended)
+        .await
+        .unwrap_or_else(|_| panic!("job {id} did not end"))
 }
 
 /// The INFO line `message` about job `id`.
