@@ -4,74 +4,33 @@
 // The harness's helpers are test code too; clippy's test exemption only sees `#[test]` functions.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+use support::{get, Answer, TestApp};
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
-    async_trait, Ackflow, Clock, Created, FieldError, Figures, IdempotencyRecord, Job, JobContext,
-    JobId, JobState, JobStore, Kind, ListQuery, Owner, Page, PortError, ProcessError, Processor,
-    Queue, Registry, Settings, SystemClock, Timestamp, WriteError,
+    async_trait, Created, FieldError, Figures, IdempotencyRecord, Job, JobId, JobState, JobStore,
+    ListQuery, Owner, Page, PortError, Settings, Timestamp, WriteError,
 };
 use ackflow_http::view::{JobList, JobView, ReportView};
-use ackflow_http::{router, Anonymous, ApiState, BearerTokens, OwnerResolver};
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_http::{Anonymous, BearerTokens, OwnerResolver};
 use axum::body::{Body, Bytes};
 use axum::http::header::{
     ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
     IF_NONE_MATCH, LINK, LOCATION, RETRY_AFTER,
 };
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use tower::ServiceExt as _;
 
 // ---- the harness -------------------------------------------------------------------------------
 
-/// `echo`: `{"text": string, "times": 1..=3 (optional)}` → `{"echo": text repeated}`.
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl Processor for Echo {
-    fn kind(&self) -> Kind {
-        Kind::parse("echo").expect("a valid kind")
-    }
-
-    fn validate(&self, input: &Value) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        if !input.get("text").is_some_and(Value::is_string) {
-            errors.push(FieldError::new("/text", "a string is required"));
-        }
-        if let Some(times) = input.get("times") {
-            if !times.as_u64().is_some_and(|n| (1..=3).contains(&n)) {
-                errors.push(FieldError::new("/times", "a whole number from 1 to 3"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
-
-    async fn process(&self, input: Value, _ctx: &JobContext) -> Result<Value, ProcessError> {
-        let text = input["text"].as_str().unwrap_or_default();
-        let times = input.get("times").and_then(Value::as_u64).unwrap_or(1);
-        Ok(json!({ "echo": text.repeat(times as usize) }))
-    }
-}
-
-struct TestApp {
-    router: Router,
-    app: Arc<Ackflow>,
-    queue: Arc<SqliteQueue>,
-    _dir: TempDir,
-}
-
+/// The app with `echo` and a small body limit (2 KiB), so that oversized bodies are cheap.
 fn settings() -> Settings {
     Settings {
         body_limit: 2048,
@@ -84,44 +43,10 @@ fn spawn_app() -> TestApp {
 }
 
 fn spawn_app_with(owners: Arc<dyn OwnerResolver>, settings: Settings) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(SqliteQueue::new(db, "jobs", 6, clock.clone()).expect("queue"));
-    let app = Arc::new(Ackflow::new(
-        store,
-        queue.clone(),
-        Registry::new().with(Echo),
-        clock,
-        settings,
-    ));
-    TestApp {
-        router: router(ApiState::new(app.clone(), owners)),
-        app,
-        queue,
-        _dir: dir,
-    }
-}
-
-/// An answer, read whole.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+    TestApp::builder().owners(owners).settings(settings).start()
 }
 
 impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
     fn job(&self) -> JobView {
         serde_json::from_slice(&self.body).expect("a job")
     }
@@ -148,27 +73,9 @@ impl Answer {
     }
 }
 
-async fn send(router: &Router, request: Request<Body>) -> Answer {
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let (parts, body) = response.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
-}
-
 impl TestApp {
-    async fn send(&self, request: Request<Body>) -> Answer {
-        send(&self.router, request).await
-    }
-
     async fn submit(&self, body: Value) -> Answer {
         self.send(post_json(&body.to_string())).await
-    }
-
-    async fn get(&self, uri: &str) -> Answer {
-        self.send(get(uri)).await
     }
 
     async fn list_ids(&self) -> Vec<String> {
@@ -179,7 +86,7 @@ impl TestApp {
     }
 
     async fn waiting_messages(&self) -> u64 {
-        self.queue.depth().await.expect("depth").waiting
+        self.queue().depth().await.expect("depth").waiting
     }
 
     /// Asserts that nothing was recorded or queued.
@@ -191,7 +98,7 @@ impl TestApp {
     /// Receives the one waiting message and lets the worker's use case handle it.
     async fn work_one(&self) {
         let deliveries = self
-            .queue
+            .queue()
             .receive(1, Duration::from_secs(60))
             .await
             .expect("receive");
@@ -209,10 +116,6 @@ fn post_json(body: &str) -> Request<Body> {
         .header(CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .expect("request")
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).expect("request")
 }
 
 fn echo(text: &str) -> Value {
@@ -1059,17 +962,10 @@ impl JobStore for DownStore {
 
 #[tokio::test]
 async fn a_store_that_is_down_is_a_503_with_retry_after_and_no_internals() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("q.db"), Durability::Normal).expect("db");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let app = Arc::new(Ackflow::new(
-        Arc::new(DownStore),
-        Arc::new(SqliteQueue::new(db, "jobs", 6, clock.clone()).expect("queue")),
-        Registry::new().with(Echo),
-        clock,
-        settings(),
-    ));
-    let router = router(ApiState::new(app, Arc::new(Anonymous)));
+    let t = TestApp::builder()
+        .settings(settings())
+        .store(|_| Arc::new(DownStore))
+        .start();
     let id = JobId::random();
     for request in [
         post_json(&echo("hi").to_string()),
@@ -1078,7 +974,7 @@ async fn a_store_that_is_down_is_a_503_with_retry_after_and_no_internals() {
         get("/v1/jobs"),
         get("/v1/report"),
     ] {
-        let answer = send(&router, request).await;
+        let answer = t.send(request).await;
         let p = answer.problem(503);
         assert_eq!(p["type"], "urn:ackflow:problem:service-unavailable");
         assert!(answer.header(RETRY_AFTER).is_some());

@@ -3,78 +3,29 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+use support::TestApp;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::{
-    async_trait, Ackflow, Clock, DeadLetter, Delivery, JobState, ListQuery, OutgoingMessage, Owner,
-    PortError, Queue, QueueDepth, Receipt, Settings, SystemClock,
-};
-use ackflow_http::{router, Anonymous, ApiState};
+use ackflow_core::{JobState, ListQuery, Owner, Registry};
 use ackflow_processors::demo::Demo;
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_testkit::faults::{FaultPlan, FaultyQueue, Op};
 use axum::body::Body;
 use axum::http::{Method, Request};
-use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt as _;
-
-/// A queue whose sends say when they begin and then wait for the test to let them through.
-#[derive(Debug)]
-struct GatedQueue {
-    inner: SqliteQueue,
-    send_started: Notify,
-    gate: Semaphore,
-}
-
-#[async_trait]
-impl Queue for GatedQueue {
-    async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
-        self.send_started.notify_one();
-        let _pass = self.gate.acquire().await.expect("gate open");
-        self.inner.send(message).await
-    }
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, PortError> {
-        self.inner.receive(max, visibility).await
-    }
-    async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
-        self.inner.delete(receipt).await
-    }
-    async fn change_visibility(
-        &self,
-        receipt: &Receipt,
-        timeout: Duration,
-    ) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, timeout).await
-    }
-    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), PortError> {
-        self.inner.dead_letter(delivery).await
-    }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError> {
-        self.inner.dead_letters(max).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_mid_accept_still_gets_its_job_queued_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let queue = Arc::new(GatedQueue {
-        inner: SqliteQueue::new(db.clone(), "jobs", 6, clock.clone()).expect("queue"),
-        send_started: Notify::new(),
-        gate: Semaphore::new(0),
-    });
-    let app = Arc::new(Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        queue.clone(),
-        ackflow_core::Registry::new().with(Demo::new()),
-        clock,
-        Settings::default(),
-    ));
-    let router = router(ApiState::new(app.clone(), Arc::new(Anonymous)));
+    // The queue's sends say when they begin and then wait for the test to let them through.
+    let faults = FaultPlan::new();
+    let send = faults.hold(Op::QueueSend);
+    let t = TestApp::builder()
+        .registry(Registry::new().with(Demo::new()))
+        .queue(move |queue| Arc::new(FaultyQueue::new(queue, faults)))
+        .start();
+    let (router, app, queue) = (t.router.clone(), &t.app, t.queue());
 
     let request = Request::builder()
         .method(Method::POST)
@@ -86,9 +37,9 @@ async fn a_client_that_hangs_up_mid_accept_still_gets_its_job_queued_at_once() {
     // request's future exactly as hyper does on a closed connection.
     tokio::select! {
         answer = router.oneshot(request) => panic!("answered before the send was let through: {answer:?}"),
-        () = queue.send_started.notified() => {}
+        () = send.reached() => {}
     }
-    queue.gate.add_permits(1);
+    send.release();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while queue.depth().await.expect("depth").waiting == 0 {

@@ -1,7 +1,6 @@
-//! The hostile-input catalog (issue #5, "bad input"): requests built to break the API — malformed
-//! and deeply nested JSON, wrong types, huge strings, invalid UTF-8, oversized bodies and header
-//! values, unknown kinds, bad ids, bad cursors, bad Idempotency-Keys, wrong content types and
-//! methods. Each must be answered with a 4xx `application/problem+json` whose `status` matches
+//! The hostile-input catalog: requests built to break the API — malformed and deeply nested
+//! JSON, wrong types, huge strings, invalid UTF-8, oversized bodies and header values, unknown
+//! kinds, bad ids, bad cursors, bad Idempotency-Keys, wrong content types and methods. Each must be answered with a 4xx `application/problem+json` whose `status` matches
 //! the HTTP status; afterwards no job exists, nothing is queued, and a valid submission is still
 //! accepted.
 //!
@@ -13,124 +12,23 @@
 // The harness's helpers are test code too; clippy's test exemption only sees `#[test]` functions.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+use support::{get, request, spawn_app, Answer, TestApp};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ackflow_core::{
-    async_trait, Ackflow, Clock, FieldError, JobContext, JobId, Kind, Owner, ProcessError,
-    Processor, Queue, Registry, Settings, SystemClock,
-};
+use ackflow_core::{JobId, Owner};
 use ackflow_http::view::{JobList, ReportView};
-use ackflow_http::{router, Anonymous, ApiState, BearerTokens, OwnerResolver};
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_http::{BearerTokens, OwnerResolver};
 use axum::body::{Body, Bytes};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tower::ServiceExt as _;
 
 // ---- the harness -------------------------------------------------------------------------------
 
-/// `echo`: `{"text": string, "times": 1..=3 (optional)}` → `{"echo": text repeated}`.
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl Processor for Echo {
-    fn kind(&self) -> Kind {
-        Kind::parse("echo").expect("a valid kind")
-    }
-
-    fn validate(&self, input: &Value) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        if !input.get("text").is_some_and(Value::is_string) {
-            errors.push(FieldError::new("/text", "a string is required"));
-        }
-        if let Some(times) = input.get("times") {
-            if !times.as_u64().is_some_and(|n| (1..=3).contains(&n)) {
-                errors.push(FieldError::new("/times", "a whole number from 1 to 3"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
-
-    async fn process(&self, input: Value, _ctx: &JobContext) -> Result<Value, ProcessError> {
-        let text = input["text"].as_str().unwrap_or_default();
-        Ok(json!({ "echo": text }))
-    }
-}
-
-struct TestApp {
-    router: Router,
-    queue: Arc<SqliteQueue>,
-    body_limit: usize,
-    _dir: TempDir,
-}
-
-/// The default settings, so that the body limit is the one a deployment gets (256 KiB): large
-/// enough for a 10,000-deep nesting to reach the JSON parser.
-fn spawn_app() -> TestApp {
-    spawn_app_with(Arc::new(Anonymous))
-}
-
-fn spawn_app_with(owners: Arc<dyn OwnerResolver>) -> TestApp {
-    let settings = Settings::default();
-    let body_limit = settings.body_limit;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Arc::new(SqliteStore::new(db.clone()));
-    let queue = Arc::new(SqliteQueue::new(db, "jobs", 6, clock.clone()).expect("queue"));
-    let app = Arc::new(Ackflow::new(
-        store,
-        queue.clone(),
-        Registry::new().with(Echo),
-        clock,
-        settings,
-    ));
-    TestApp {
-        router: router(ApiState::new(app, owners)),
-        queue,
-        body_limit,
-        _dir: dir,
-    }
-}
-
-/// An answer, read whole.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    content_type: Option<String>,
-    body: Bytes,
-}
-
 impl TestApp {
-    async fn send(&self, request: Request<Body>) -> Answer {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        let (parts, body) = response.into_parts();
-        Answer {
-            status: parts.status,
-            content_type: parts
-                .headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            body: body.collect().await.expect("body").to_bytes(),
-        }
-    }
-
     /// Asserts that no job was recorded (list and report) and no message was queued.
     async fn assert_nothing_changed(&self) {
         let answer = self.send(get("/v1/jobs?limit=100")).await;
@@ -143,7 +41,7 @@ impl TestApp {
         let report: ReportView = serde_json::from_slice(&answer.body).expect("a report");
         assert_eq!(report.accepted, 0, "the report counts an accepted job");
 
-        let depth = self.queue.depth().await.expect("depth");
+        let depth = self.queue().depth().await.expect("depth");
         assert_eq!(depth.waiting, 0, "a message was queued");
     }
 
@@ -186,10 +84,10 @@ fn check(name: &str, expected: u16, answer: &Answer) -> Result<(), String> {
     if !answer.status.is_client_error() {
         return Err(format!("{name}: {} is not a 4xx", answer.status));
     }
-    if answer.content_type.as_deref() != Some("application/problem+json") {
+    let content_type = answer.header(CONTENT_TYPE);
+    if content_type != Some("application/problem+json") {
         return Err(format!(
-            "{name}: content type {:?}, not a problem: {}",
-            answer.content_type,
+            "{name}: content type {content_type:?}, not a problem: {}",
             shown()
         ));
     }
@@ -217,18 +115,6 @@ fn check(name: &str, expected: u16, answer: &Answer) -> Result<(), String> {
 }
 
 // ---- request builders --------------------------------------------------------------------------
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).expect("request")
-}
-
-fn request(method: Method, uri: &str) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .expect("request")
-}
 
 fn post_json(body: impl Into<Body>) -> Request<Body> {
     Request::post("/v1/jobs")
@@ -699,7 +585,9 @@ fn authorized(value: &[u8]) -> Request<Body> {
 #[tokio::test]
 async fn every_hostile_request_is_a_4xx_problem_that_changes_nothing() {
     let t = spawn_app();
-    let cases = catalog(t.body_limit);
+    // `spawn_app` has the default settings, so that the body limit is the one a deployment gets
+    // (256 KiB): large enough for a 10,000-deep nesting to reach the JSON parser.
+    let cases = catalog(t.app.settings().body_limit);
     let count = cases.len();
     let mut failures = Vec::new();
     let mut names = std::collections::BTreeSet::new();
@@ -819,7 +707,7 @@ async fn hostile_requests_about_an_existing_job_leave_it_as_it_was() {
     let list: JobList = serde_json::from_slice(&list.body).expect("a list");
     assert_eq!(list.jobs.len(), 1, "another job was recorded");
     assert_eq!(
-        t.queue.depth().await.expect("depth").waiting,
+        t.queue().depth().await.expect("depth").waiting,
         1,
         "another message was queued"
     );
@@ -831,7 +719,7 @@ async fn hostile_requests_about_an_existing_job_leave_it_as_it_was() {
 /// change nothing; the right token still gets a 202.
 #[tokio::test]
 async fn hostile_credentials_are_401s_that_change_nothing() {
-    let t = spawn_app_with(alice_only());
+    let t = TestApp::builder().owners(alice_only()).start();
     let mut huge = b"Bearer ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 1024 * 1024));
     let cases = vec![
@@ -904,7 +792,7 @@ async fn hostile_credentials_are_401s_that_change_nothing() {
         failures.join("\n")
     );
     assert_eq!(
-        t.queue.depth().await.expect("depth").waiting,
+        t.queue().depth().await.expect("depth").waiting,
         0,
         "a message was queued"
     );

@@ -5,34 +5,18 @@
 // Test code: a failed expectation is a failed test, and its message says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod support;
+use support::{request, spawn_app, TestApp};
 
-use ackflow_core::{Ackflow, Clock, JobId, Registry, Settings, SystemClock};
-use ackflow_http::{openapi, routed_paths, router, Anonymous, ApiState};
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt as _;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ackflow_core::JobId;
+use ackflow_http::{openapi, routed_paths};
+use axum::http::{Method, StatusCode};
 use serde_json::Value;
-use tower::ServiceExt as _;
 
 fn document() -> Value {
     serde_json::to_value(openapi()).expect("the document serializes")
-}
-
-fn app(dir: &tempfile::TempDir) -> Router {
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let app = Arc::new(Ackflow::new(
-        Arc::new(SqliteStore::new(db.clone())),
-        Arc::new(SqliteQueue::new(db, "jobs", 6, clock.clone()).expect("queue")),
-        Registry::new(),
-        clock,
-        Settings::default(),
-    ));
-    router(ApiState::new(app, Arc::new(Anonymous)))
 }
 
 /// A concrete address for a routed path: parameters get a value of the kind they take.
@@ -42,26 +26,14 @@ fn concrete(path: &str) -> String {
 }
 
 /// Whether the router takes `method` at `path` (anything but its 405 problem).
-async fn takes(router: &Router, method: &Method, path: &str) -> bool {
-    let request = Request::builder()
-        .method(method.clone())
-        .uri(concrete(path))
-        .body(Body::empty())
-        .expect("a request");
-    let answer = router.clone().oneshot(request).await.expect("an answer");
-    let status = answer.status();
-    let body = answer
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
-    let problem: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+async fn takes(t: &TestApp, method: &Method, path: &str) -> bool {
+    let answer = t.send(request(method.clone(), &concrete(path))).await;
+    let problem: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     assert_ne!(
         problem["type"], "urn:ackflow:problem:route-not-found",
         "{method} {path} is not routed at all"
     );
-    status != StatusCode::METHOD_NOT_ALLOWED
+    answer.status != StatusCode::METHOD_NOT_ALLOWED
 }
 
 /// `(path, method) → operation` for every operation in the document.
@@ -88,8 +60,7 @@ async fn every_routed_path_and_method_is_in_the_document_and_nothing_else() {
     let routed: BTreeSet<String> = routed_paths().into_iter().map(str::to_owned).collect();
     assert_eq!(documented, routed);
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let router = app(&dir);
+    let t = spawn_app();
     let methods = [
         Method::GET,
         Method::POST,
@@ -101,7 +72,7 @@ async fn every_routed_path_and_method_is_in_the_document_and_nothing_else() {
         for method in &methods {
             let in_document = doc["paths"][path][method.as_str().to_lowercase()].is_object();
             assert_eq!(
-                takes(&router, method, path).await,
+                takes(&t, method, path).await,
                 in_document,
                 "{method} {path}: routed and documented disagree"
             );

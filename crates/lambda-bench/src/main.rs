@@ -38,6 +38,7 @@ use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::Clients;
 use ackflow_core::service::Submission;
 use ackflow_core::{CorrelationId, Owner};
+use ackflow_lambda::test_support::{sqs_event, SqsRecord};
 use ackflow_lambda::FunctionConfig;
 use ackflow_lambda_bench::runtime_api::{Invocation, RuntimeApi, Seen};
 use ackflow_lambda_bench::{check_response, percentile, process_cpu, Target};
@@ -281,7 +282,14 @@ async fn worker_plan(
                 .and_then(MessageAttributeValue::string_value)
                 .unwrap_or_default()
                 .to_owned();
-            records.insert(job, sqs_record(message, name));
+            records.insert(
+                job,
+                SqsRecord::from_message(
+                    message,
+                    format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
+                )
+                .into_value(),
+            );
         }
     }
     jobs.iter()
@@ -296,53 +304,11 @@ async fn worker_plan(
                 Vec::new()
             };
             Ok(Planned {
-                event: json!({ "Records": [record] }),
+                event: sqs_event([record]),
                 failed,
             })
         })
         .collect()
-}
-
-/// The record Lambda's SQS event source mapping would build from a received message.
-fn sqs_record(message: &aws_sdk_sqs::types::Message, queue: &str) -> Value {
-    let attributes: serde_json::Map<String, Value> = message
-        .attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let message_attributes: serde_json::Map<String, Value> = message
-        .message_attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({
-                            "stringValue": v.string_value(),
-                            "stringListValues": [],
-                            "binaryListValues": [],
-                            "dataType": v.data_type(),
-                        }),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "messageId": message.message_id(),
-        "receiptHandle": message.receipt_handle(),
-        "body": message.body(),
-        "attributes": attributes,
-        "messageAttributes": message_attributes,
-        "md5OfBody": message.md5_of_body(),
-        "md5OfMessageAttributes": message.md5_of_message_attributes(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}"),
-        "awsRegion": "us-east-1",
-    })
 }
 
 /// Kills the function when the run ends, however it ends.

@@ -1,5 +1,5 @@
-//! The SQS batch lifter (issue #7, item 5): what one `worker` invocation costs around the jobs'
-//! own work, for a batch of 10 records (SQS's largest batch without a batching window).
+//! The SQS batch lifter: what one `worker` invocation costs around the jobs' own work, for a
+//! batch of 10 records (SQS's largest batch without a batching window).
 //!
 //! - `batch/decode_10_records`: the event's JSON text → the records → the core's
 //!   [`Delivery`]s ([`delivery_from_record`], one record at a time, as the lifter does).
@@ -19,10 +19,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::job::attributes::TRACE_HEADER;
 use ackflow_core::{
     Ackflow, Clock, CorrelationId, Delivery, Owner, Queue, Settings, Submission, SystemClock,
 };
+use ackflow_lambda::test_support::{sqs_event, sqs_record};
 use ackflow_lambda::{delivery_from_record, process_batch, BatchOptions};
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -30,39 +30,6 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
 const RECORDS: usize = 10;
-
-/// The record SQS's event source mapping hands the worker for `delivery` (the shape of
-/// infra/events/sqs-*.json).
-fn sqs_record(delivery: &Delivery) -> Value {
-    let mut system = json!({
-        "ApproximateReceiveCount": delivery.receive_count.to_string(),
-        "SentTimestamp": "1795687200000",
-        "SenderId": "AROAEXAMPLE:ackflow-api",
-        "ApproximateFirstReceiveTimestamp": "1795687200050"
-    });
-    let mut attributes = serde_json::Map::new();
-    for (name, value) in &delivery.attributes {
-        if name == TRACE_HEADER {
-            system["AWSTraceHeader"] = json!(value);
-        } else {
-            attributes.insert(
-                name.clone(),
-                json!({"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
-            );
-        }
-    }
-    json!({
-        "messageId": delivery.message_id,
-        "receiptHandle": delivery.receipt.0,
-        "body": delivery.body,
-        "attributes": system,
-        "messageAttributes": attributes,
-        "md5OfBody": "00000000000000000000000000000000",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ackflow-jobs",
-        "awsRegion": "us-east-1"
-    })
-}
 
 /// An app on SQLite in `dir`, and the event of 10 `demo` jobs it has already run to success.
 fn app_with_finished_batch(
@@ -99,8 +66,7 @@ fn app_with_finished_batch(
             .await
             .expect("received");
         assert_eq!(deliveries.len(), RECORDS, "every job's message");
-        let records: Vec<Value> = deliveries.iter().map(sqs_record).collect();
-        let event = json!({ "Records": records });
+        let event = sqs_event(deliveries.iter().map(sqs_record));
         let first = process_batch(
             &app,
             LambdaEvent::new(event.clone(), Context::default()),

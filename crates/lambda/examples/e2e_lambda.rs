@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use ackflow_aws::{Clients, SqsQueue};
 use ackflow_core::Queue as _;
+use ackflow_lambda::test_support::{sqs_event, SqsRecord};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
@@ -82,6 +83,8 @@ struct Round {
     deleted: Vec<String>,
 }
 
+/// What every check works with: the emulator's address, the SQS clients and this run's queue,
+/// the functions' settings that the checks wait on, and what the player has seen.
 struct E2e {
     http: reqwest::Client,
     base: String,
@@ -89,8 +92,13 @@ struct E2e {
     queue: SqsQueue,
     queue_url: String,
     queue_arn: String,
+    /// The functions' `ACKFLOW_RESEND_AFTER_SECS`: how long the sweeper leaves a queued job.
+    resend_after: Duration,
+    /// The functions' `ACKFLOW_MAX_ATTEMPTS`.
+    max_attempts: u64,
     /// The highest `ApproximateReceiveCount` seen per job id.
     receive_counts: HashMap<String, u32>,
+    /// Checks passed so far (they are numbered in the output).
     passed: u32,
 }
 
@@ -99,6 +107,38 @@ fn required(name: &str) -> Result<String> {
 }
 
 impl E2e {
+    /// Reads the script's environment (the queue it provisioned, the emulator's address).
+    async fn from_env() -> Result<Self> {
+        let clients = Clients::from_env().await;
+        let queue_url = required("ACKFLOW_QUEUE_URL")?;
+        let dlq_url = required("ACKFLOW_DLQ_URL")?;
+        let queue_arn = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| anyhow!("the queue has no ARN"))?;
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+            base: required("E2E_INVOKE_URL")?,
+            sqs: clients.sqs.clone(),
+            queue: SqsQueue::new(clients.sqs.clone(), queue_url.clone(), dlq_url),
+            queue_url,
+            queue_arn,
+            resend_after: Duration::from_secs(required("ACKFLOW_RESEND_AFTER_SECS")?.parse()?),
+            max_attempts: required("ACKFLOW_MAX_ATTEMPTS")?.parse()?,
+            receive_counts: HashMap::new(),
+            passed: 0,
+        })
+    }
+
+    /// Passes (and numbers) the check `what`, or fails the run with `detail`.
     fn check(&mut self, what: &str, ok: bool, detail: impl std::fmt::Display) -> Result<()> {
         if !ok {
             bail!("check failed: {what}: {detail}");
@@ -230,44 +270,11 @@ impl E2e {
             if matches!(fault, Fault::Poison(jobs) if jobs.contains(&job)) {
                 body = "{\"v\":1,\"job\":".to_owned();
             }
-            let attributes: serde_json::Map<String, Value> = message
-                .attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let message_attributes: serde_json::Map<String, Value> = message
-                .message_attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                json!({
-                                    "stringValue": v.string_value(),
-                                    "stringListValues": [],
-                                    "binaryListValues": [],
-                                    "dataType": v.data_type(),
-                                }),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            records.push(json!({
-                "messageId": id,
-                "receiptHandle": receipt,
-                "body": body,
-                "attributes": attributes,
-                "messageAttributes": message_attributes,
-                "md5OfBody": message.md5_of_body(),
-                "md5OfMessageAttributes": message.md5_of_message_attributes(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn,
-                "awsRegion": "us-east-1",
-            }));
+            records.push(
+                SqsRecord::from_message(message, &self.queue_arn)
+                    .body(body)
+                    .into_value(),
+            );
         }
         self.delete(&lost).await?;
         round.deleted.extend(lost.into_iter().map(|(id, _)| id));
@@ -285,9 +292,7 @@ impl E2e {
             }
             records.push(unnamed);
         }
-        let answer = self
-            .invoke("worker", &json!({ "Records": records }))
-            .await?;
+        let answer = self.invoke("worker", &sqs_event(records)).await?;
         let response = match answer {
             Err(_) => {
                 round.function_error = true;
@@ -593,34 +598,29 @@ async fn wait_past(at: &Value, extra: Duration) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let clients = Clients::from_env().await;
-    let queue_url = required("ACKFLOW_QUEUE_URL")?;
-    let dlq_url = required("ACKFLOW_DLQ_URL")?;
-    let queue_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| anyhow!("the queue has no ARN"))?;
-    let resend_after = Duration::from_secs(required("ACKFLOW_RESEND_AFTER_SECS")?.parse()?);
-    let mut e2e = E2e {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?,
-        base: required("E2E_INVOKE_URL")?,
-        sqs: clients.sqs.clone(),
-        queue: SqsQueue::new(clients.sqs.clone(), queue_url.clone(), dlq_url),
-        queue_url,
-        queue_arn,
-        receive_counts: HashMap::new(),
-        passed: 0,
-    };
+    let mut e2e = E2e::from_env().await?;
+    jobs_succeed_are_retried_or_fail_with_their_problem(&mut e2e).await?;
+    a_poison_message_fails_its_job_alone_and_is_dead_lettered(&mut e2e).await?;
+    a_resubmission_with_the_same_key_returns_the_same_job_and_it_runs_once(&mut e2e).await?;
+    a_returned_batch_comes_back_and_its_jobs_run_once(&mut e2e).await?;
+    a_throttled_batch_comes_back_and_attempts_are_the_stores(&mut e2e).await?;
+    a_message_of_a_newer_schema_is_kept_for_a_newer_worker(&mut e2e).await?;
+    a_cancelled_job_stays_cancelled_when_its_message_arrives(&mut e2e).await?;
+    a_jwt_owners_job_is_not_another_owners(&mut e2e).await?;
+    the_sweeper_resends_a_lost_message(&mut e2e).await?;
+    the_sweeper_fails_a_job_past_its_deadline(&mut e2e).await?;
+    a_processor_panic_fails_only_its_job_and_the_worker_serves_on(&mut e2e).await?;
+    a_failed_enqueue_fails_the_job_and_a_keyed_retry_queues_it_again(&mut e2e).await?;
+    a_message_sqs_dead_lettered_before_its_job_ran_does_not_strand_it(&mut e2e).await?;
+    the_report_counts_the_failures_and_sees_the_dead_letter_queue(&mut e2e).await?;
+    println!("checks passed: {}", e2e.passed);
+    Ok(())
+}
 
-    // ---- the happy paths ----------------------------------------------------------------------
+// ---- the checks, in the order main runs them ----------------------------------------------------
+
+/// A job succeeds with its result, a transient failure is retried, a rejection fails the job.
+async fn jobs_succeed_are_retried_or_fail_with_their_problem(e2e: &mut E2e) -> Result<()> {
     let ok = e2e.submit(json!({"steps": 2, "step_ms": 20})).await?;
     let retried = e2e.submit(json!({"fail_attempts": 1})).await?;
     let rejected = e2e
@@ -650,8 +650,11 @@ async fn main() -> Result<()> {
             && views[2]["attempts"] == 1,
         &views[2],
     )?;
+    Ok(())
+}
 
-    // ---- a poison message among batch-mates ---------------------------------------------------
+/// A poison message among batch-mates fails its own job only, and SQS keeps it.
+async fn a_poison_message_fails_its_job_alone_and_is_dead_lettered(e2e: &mut E2e) -> Result<()> {
     let mate_a = e2e.submit(json!({})).await?;
     let poisoned = e2e.submit(json!({})).await?;
     let mate_b = e2e.submit(json!({})).await?;
@@ -690,8 +693,13 @@ async fn main() -> Result<()> {
         dead,
         "not found",
     )?;
+    Ok(())
+}
 
-    // ---- idempotency ----------------------------------------------------------------------
+/// An Idempotency-Key replays its job, refuses another body, and the job runs once.
+async fn a_resubmission_with_the_same_key_returns_the_same_job_and_it_runs_once(
+    e2e: &mut E2e,
+) -> Result<()> {
     let key = format!("e2e-lambda-{}", std::process::id());
     let body = json!({"kind": "demo", "input": {"steps": 1}});
     let (first_status, _, first) = e2e
@@ -743,8 +751,11 @@ async fn main() -> Result<()> {
         views[0]["state"] == "succeeded" && views[0]["attempts"] == 1,
         &views[0],
     )?;
+    Ok(())
+}
 
-    // ---- the mapping's bad paths ----------------------------------------------------------
+/// A function error, a timeout or an unknown itemIdentifier returns the whole batch; its jobs still run once.
+async fn a_returned_batch_comes_back_and_its_jobs_run_once(e2e: &mut E2e) -> Result<()> {
     for (fault, what) in [
         (
             Fault::FunctionError,
@@ -782,7 +793,11 @@ async fn main() -> Result<()> {
             ),
         )?;
     }
+    Ok(())
+}
 
+/// A throttled batch comes back; attempts are counted by the store, not by receives.
+async fn a_throttled_batch_comes_back_and_attempts_are_the_stores(e2e: &mut E2e) -> Result<()> {
     let throttled = e2e.submit(json!({})).await?;
     e2e.play_until_received(&Fault::Throttle, &[&throttled])
         .await?;
@@ -795,8 +810,11 @@ async fn main() -> Result<()> {
         views[0]["state"] == "succeeded" && views[0]["attempts"] == 1 && received >= 3,
         format!("{} received {received} times", views[0]),
     )?;
+    Ok(())
+}
 
-    // ---- a message of a newer schema ---------------------------------------------------------
+/// A message of a newer schema is returned to the queue, not dead-lettered.
+async fn a_message_of_a_newer_schema_is_kept_for_a_newer_worker(e2e: &mut E2e) -> Result<()> {
     let newer_job = "2d8e7c80-3b90-4e30-9f9c-4d3b5e6f7081";
     let newer_attribute = |v: &str| {
         MessageAttributeValue::builder()
@@ -835,8 +853,11 @@ async fn main() -> Result<()> {
         e2e.delete(&[(newer_message.clone(), receipt.clone())])
             .await?;
     }
+    Ok(())
+}
 
-    // ---- cancel ---------------------------------------------------------------------------------
+/// Cancel, through the real binaries.
+async fn a_cancelled_job_stays_cancelled_when_its_message_arrives(e2e: &mut E2e) -> Result<()> {
     let cancelled = e2e.submit(json!({})).await?;
     let (status, _, view) = e2e
         .request(Method::DELETE, &format!("/v1/jobs/{cancelled}"), None, &[])
@@ -852,8 +873,11 @@ async fn main() -> Result<()> {
             && after["attempts"] == 0,
         &after,
     )?;
+    Ok(())
+}
 
-    // ---- owners through the real binary -------------------------------------------------------
+/// Owners through the real binary: the JWT fixture event against an anonymous read.
+async fn a_jwt_owners_job_is_not_another_owners(e2e: &mut E2e) -> Result<()> {
     let answer = e2e
         .invoke("api", &fixture("apigw-v2-post-job-jwt.json")?)
         .await?
@@ -869,15 +893,18 @@ async fn main() -> Result<()> {
         answer["statusCode"] == 202 && !alices_id.is_empty() && anonymous_status == 404,
         format!("{answer} / {anonymous_status}"),
     )?;
+    Ok(())
+}
 
-    // ---- the sweeper --------------------------------------------------------------------------
+/// A message lost before it was handled is re-sent by the sweeper.
+async fn the_sweeper_resends_a_lost_message(e2e: &mut E2e) -> Result<()> {
     let lost = e2e.submit(json!({})).await?;
     e2e.play_until_received(&Fault::Lose(HashSet::from([lost.clone()])), &[&lost])
         .await?;
     let view = e2e.job(&lost).await?;
     wait_past(
         &view["updated_at"],
-        resend_after + Duration::from_millis(500),
+        e2e.resend_after + Duration::from_millis(500),
     )
     .await?;
     let swept = e2e.sweep().await?;
@@ -887,7 +914,11 @@ async fn main() -> Result<()> {
         swept["resent"].as_u64().is_some_and(|n| n >= 1) && views[0]["state"] == "succeeded",
         format!("{swept} {}", views[0]),
     )?;
+    Ok(())
+}
 
+/// A job whose message is lost and whose deadline passes is failed by the sweeper.
+async fn the_sweeper_fails_a_job_past_its_deadline(e2e: &mut E2e) -> Result<()> {
     let late = e2e.submit(json!({})).await?;
     e2e.play_until_received(&Fault::Lose(HashSet::from([late.clone()])), &[&late])
         .await?;
@@ -902,9 +933,14 @@ async fn main() -> Result<()> {
             && slug(&view["error"]) == "deadline-exceeded",
         format!("{swept} {view}"),
     )?;
+    Ok(())
+}
 
-    // ---- a processor panic ---------------------------------------------------------------------
-    let max_attempts: u64 = required("ACKFLOW_MAX_ATTEMPTS")?.parse()?;
+/// A processor that panics every attempt, next to a job that succeeds.
+async fn a_processor_panic_fails_only_its_job_and_the_worker_serves_on(
+    e2e: &mut E2e,
+) -> Result<()> {
+    let max_attempts = e2e.max_attempts;
     let before = worker_pid(&e2e.queue_url)?;
     let panicking = e2e.submit(json!({"panic": true})).await?;
     let mate = e2e.submit(json!({"steps": 1})).await?;
@@ -923,8 +959,13 @@ async fn main() -> Result<()> {
             && before == after,
         format!("worker {before:?} then {after:?}; {}", Value::Array(views.clone())),
     )?;
+    Ok(())
+}
 
-    // ---- an enqueue that fails after the job was recorded --------------------------------------
+/// An enqueue that fails after the job was recorded.
+async fn a_failed_enqueue_fails_the_job_and_a_keyed_retry_queues_it_again(
+    e2e: &mut E2e,
+) -> Result<()> {
     // SendMessage fails for real: the queue is deleted, then recreated with the same name (so
     // the same URL) and attributes. Nothing may be in flight meanwhile.
     let give_up = Instant::now() + Duration::from_secs(20);
@@ -982,8 +1023,13 @@ async fn main() -> Result<()> {
         status == 202 && retried["id"] == unqueued.as_str() && views[0]["state"] == "succeeded",
         format!("{status} {retried} / {}", views[0]),
     )?;
+    Ok(())
+}
 
-    // ---- a message SQS itself dead-letters ----------------------------------------------------
+/// A message SQS itself dead-letters.
+async fn a_message_sqs_dead_lettered_before_its_job_ran_does_not_strand_it(
+    e2e: &mut E2e,
+) -> Result<()> {
     // Received more than maxReceiveCount times and never deleted (a consumer that keeps dying
     // before it can delete): SQS moves it to the DLQ on the next receive, and the job never ran.
     let never_ran = e2e.submit(json!({})).await?;
@@ -1001,7 +1047,7 @@ async fn main() -> Result<()> {
     let stranded = e2e.job(&never_ran).await?;
     wait_past(
         &stranded["updated_at"],
-        resend_after + Duration::from_millis(500),
+        e2e.resend_after + Duration::from_millis(500),
     )
     .await?;
     let swept = e2e.sweep().await?;
@@ -1020,8 +1066,13 @@ async fn main() -> Result<()> {
             && ended_in_time,
         format!("{stranded} / {swept} / {}", views[0]),
     )?;
+    Ok(())
+}
 
-    // ---- the report -----------------------------------------------------------------------------
+/// The report, after every check above.
+async fn the_report_counts_the_failures_and_sees_the_dead_letter_queue(
+    e2e: &mut E2e,
+) -> Result<()> {
     let (status, _, report) = e2e.request(Method::GET, "/v1/report", None, &[]).await?;
     e2e.check(
         "the report counts the failures and sees the dead-letter queue",
@@ -1030,7 +1081,5 @@ async fn main() -> Result<()> {
             && report["queue"]["dead"].as_u64().is_some_and(|n| n >= 1),
         &report,
     )?;
-
-    println!("checks passed: {}", e2e.passed);
     Ok(())
 }

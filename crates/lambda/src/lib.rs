@@ -18,12 +18,16 @@
 //! - [`sweeper`]: the `sweeper` function's handler.
 //! - [`telemetry`]: JSON logs for CloudWatch, EMF metrics flushed per invocation, the X-Ray
 //!   trace header adopted from the invocation.
+//! - `test_support` (feature `test-support`, never enabled by a function): the SQS event
+//!   records the worker is handed, built for tests, benches and the end-to-end checks.
 
 pub mod app;
 pub mod owner;
 pub mod sqs;
 pub mod sweeper;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use app::{function_from, start, Function, FunctionConfig, FunctionKind, StartupError};
 pub use owner::JwtOwners;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::{https_client, Clients};
+use ackflow_lambda::test_support::{sqs_event, SqsRecord, QUEUE_ARN};
 use ackflow_lambda::{function_from, process_batch, BatchOptions, Function, FunctionConfig};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
@@ -107,29 +108,14 @@ async fn receive_event(clients: &Clients, queue_url: &str, want: usize) -> Value
             .send()
             .await
             .expect("receive");
-        for m in received.messages() {
-            let attributes: serde_json::Map<String, Value> = m
-                .message_attributes()
-                .unwrap()
+        records.extend(
+            received
+                .messages()
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        json!({"stringValue": v.string_value(), "dataType": v.data_type()}),
-                    )
-                })
-                .collect();
-            records.push(json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": attributes,
-                "eventSource": "aws:sqs",
-            }));
-        }
+                .map(|m| SqsRecord::from_message(m, QUEUE_ARN)),
+        );
     }
-    json!({ "Records": records })
+    sqs_event(records)
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use ackflow_core::{
     JobId, JobState, Kind, ManualClock, OutgoingMessage, Owner, PortError, ProcessError, Processor,
     Queue, QueueDepth, Receipt, Registry, Settings, Settled, Submission, SystemClock,
 };
+use ackflow_lambda::test_support::{sqs_event, SqsRecord};
 use ackflow_lambda::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
 };
@@ -236,39 +237,27 @@ impl Harness {
         context: Context,
         options: &BatchOptions,
     ) -> Result<SqsBatchResponse, BatchError> {
-        let event = LambdaEvent::new(json!({ "Records": records }), context);
+        let event = LambdaEvent::new(sqs_event(records), context);
         process_batch(&self.app, event, options).await
     }
 }
 
-/// An SQS record as the event source mapping hands it to Lambda.
+/// An SQS record as the event source mapping hands it to Lambda, every attribute of `message` a
+/// message attribute.
 fn sqs_record(message_id: &str, message: &OutgoingMessage, receive_count: u32) -> Value {
-    let attributes: serde_json::Map<String, Value> = message
+    let record = SqsRecord::new(
+        message_id,
+        format!("receipt-{message_id}"),
+        message.body.clone(),
+    )
+    .receive_count(receive_count);
+    message
         .attributes
         .iter()
-        .map(|(name, value)| {
-            (
-                name.clone(),
-                json!({"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
-            )
+        .fold(record, |record, (name, value)| {
+            record.message_attribute(name, value)
         })
-        .collect();
-    json!({
-        "messageId": message_id,
-        "receiptHandle": format!("receipt-{message_id}"),
-        "body": message.body,
-        "attributes": {
-            "ApproximateReceiveCount": receive_count.to_string(),
-            "SentTimestamp": "1795687200000",
-            "SenderId": "AROAEXAMPLE:ackflow-api",
-            "ApproximateFirstReceiveTimestamp": "1795687200050"
-        },
-        "messageAttributes": attributes,
-        "md5OfBody": "00000000000000000000000000000000",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ackflow-jobs",
-        "awsRegion": "us-east-1"
-    })
+        .into_value()
 }
 
 fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {

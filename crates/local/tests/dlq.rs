@@ -6,22 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::ServerProcess;
+use support::{is_terminal, ServerProcess};
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_core::service::dlq::{REDRIVE_HOLD, REDRIVE_NOTE};
 use ackflow_core::{
-    async_trait, Ackflow, Clock, CorrelationId, DeadLetter, Delivery, Job, JobState, ManualClock,
-    OutgoingMessage, Owner, PortError, Queue, QueueDepth, Receipt, RedriveAction, Settings,
-    Submission, SystemClock,
+    Ackflow, Clock, CorrelationId, Job, JobState, ManualClock, Owner, Queue, RedriveAction,
+    Settings, Submission, SystemClock,
 };
 use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, Op};
 use ackflow_testkit::RedriveFixture;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -34,7 +33,7 @@ const MAX_RECEIVE_COUNT: u32 = 2;
 fn app_in(
     dir: &Path,
     clock: Arc<ManualClock>,
-    wrap: impl FnOnce(Arc<SqliteQueue>) -> Arc<dyn Queue>,
+    wrap: impl FnOnce(SqliteQueue) -> Arc<dyn Queue>,
 ) -> Ackflow {
     let db = Db::open(&dir.join("ackflow.db"), Durability::Normal).expect("db opens");
     let queue =
@@ -42,7 +41,7 @@ fn app_in(
     let book = Arc::new(SqliteOrderBook::new(db.clone()).expect("order book"));
     Ackflow::new(
         Arc::new(SqliteStore::new(db)),
-        wrap(Arc::new(queue)),
+        wrap(queue),
         registry_with(book, clock.clone(), true),
         clock,
         Settings::default(),
@@ -52,7 +51,7 @@ fn app_in(
 async fn fresh() -> RedriveFixture<TempDir> {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let app = app_in(dir.path(), clock.clone(), |q| q);
+    let app = app_in(dir.path(), clock.clone(), |q| Arc::new(q));
     RedriveFixture {
         app,
         clock,
@@ -63,59 +62,6 @@ async fn fresh() -> RedriveFixture<TempDir> {
 
 mod redrive_on_sqlite {
     ackflow_testkit::redrive_tests!(super::fresh);
-}
-
-/// A queue whose deletes of dead letters fail while `deletes_fail` is set: a redrive that
-/// dies between its send and its delete.
-#[derive(Debug)]
-struct NoDeadLetterDeletes {
-    inner: Arc<SqliteQueue>,
-    deletes_fail: AtomicBool,
-}
-
-#[async_trait]
-impl Queue for NoDeadLetterDeletes {
-    async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
-        self.inner.send(message).await
-    }
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, PortError> {
-        self.inner.receive(max, visibility).await
-    }
-    async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
-        self.inner.delete(receipt).await
-    }
-    async fn change_visibility(
-        &self,
-        receipt: &Receipt,
-        timeout: Duration,
-    ) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, timeout).await
-    }
-    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), PortError> {
-        self.inner.dead_letter(delivery).await
-    }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError> {
-        self.inner.dead_letters(max).await
-    }
-    async fn receive_dead_letters(
-        &self,
-        max: usize,
-        visibility: Duration,
-    ) -> Result<Vec<DeadLetter>, PortError> {
-        self.inner.receive_dead_letters(max, visibility).await
-    }
-    async fn delete_dead_letter(&self, receipt: &Receipt) -> Result<(), PortError> {
-        if self.deletes_fail.load(Ordering::SeqCst) {
-            return Err(PortError::unavailable(
-                "delete a dead letter",
-                "injected crash",
-            ));
-        }
-        self.inner.delete_dead_letter(receipt).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
 }
 
 async fn submit_demo(app: &Ackflow) -> Job {
@@ -160,19 +106,12 @@ async fn dead_letter_and_fail(app: &Ackflow, clock: &ManualClock, job: &Job) {
 async fn a_redrive_interrupted_before_its_delete_is_finished_by_the_next_without_a_second_reopen() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let queue = Arc::new(std::sync::OnceLock::new());
-    let app = {
-        let queue = queue.clone();
-        app_in(dir.path(), clock.clone(), move |inner| {
-            let wrapped = Arc::new(NoDeadLetterDeletes {
-                inner,
-                deletes_fail: AtomicBool::new(true),
-            });
-            queue.set(wrapped.clone()).expect("set once");
-            wrapped as Arc<dyn Queue>
-        })
-    };
-    let queue: Arc<NoDeadLetterDeletes> = queue.get().expect("wrapped").clone();
+    // A redrive that dies between its send and its delete: deleting a dead letter fails.
+    let faults = FaultPlan::new();
+    faults.inject_every(Op::QueueDeleteDeadLetter, Fault::Unavailable);
+    let app = app_in(dir.path(), clock.clone(), |inner| {
+        Arc::new(FaultyQueue::new(inner, faults.clone()))
+    });
     let job = submit_demo(&app).await;
     dead_letter_and_fail(&app, &clock, &job).await;
 
@@ -185,7 +124,7 @@ async fn a_redrive_interrupted_before_its_delete_is_finished_by_the_next_without
     assert_eq!(app.queue().depth().await.expect("depth").dead, 1);
 
     // The "restarted" redrive: the dead letter is visible again once its hold ran out.
-    queue.deletes_fail.store(false, Ordering::SeqCst);
+    faults.clear(Op::QueueDeleteDeadLetter);
     clock.advance(REDRIVE_HOLD + Duration::from_secs(1));
     let second = app.redrive_dead_letters(10).await.expect("redrive");
     assert_eq!(
@@ -239,7 +178,7 @@ async fn a_redrive_interrupted_before_its_delete_is_finished_by_the_next_without
 /// that kept crashing and a sweeper would (before any server runs there).
 async fn seed_a_dead_lettered_failed_job(dir: &Path) -> Job {
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let app = app_in(dir, clock.clone(), |q| q);
+    let app = app_in(dir, clock.clone(), |q| Arc::new(q));
     let job = submit_demo(&app).await;
     dead_letter_and_fail(&app, &clock, &job).await;
     job
@@ -259,35 +198,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Long-polls the job until it is terminal (each request names the version it has seen).
+/// Long-polls the job until it is terminal after a redrive.
 async fn until_terminal(base: &str, id: &str) -> Value {
-    let http = reqwest::Client::new();
-    let mut etag = String::from("\"none\"");
-    let mut job = Value::Null;
-    for _ in 0..100 {
-        let resp = http
-            .get(format!("{base}/v1/jobs/{id}?wait=5"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("GET answered");
-        if resp.status() == 304 {
-            continue;
-        }
-        assert_eq!(resp.status(), 200);
-        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
-        job = resp.json().await.expect("a job");
-        if matches!(
-            job["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) && job["history"]
-            .as_array()
-            .is_some_and(|h| h.iter().any(|e| e["note"] == REDRIVE_NOTE))
-        {
-            return job;
-        }
-    }
-    panic!("job {id} was not finished after the redrive: {job}");
+    let redriven = |job: &Value| {
+        is_terminal(job)
+            && job["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|e| e["note"] == REDRIVE_NOTE))
+    };
+    support::long_poll(
+        &reqwest::Client::new(),
+        &format!("{base}/v1/jobs/{id}"),
+        100,
+        redriven,
+    )
+    .await
+    .unwrap_or_else(|job| panic!("job {id} was not finished after the redrive: {job}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

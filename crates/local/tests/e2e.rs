@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 mod support;
-use support::ServerProcess;
+use support::{is_terminal, ServerProcess};
 
 /// `ackflow serve` with short timings, so that retries and crash recovery take seconds, not
 /// minutes.
@@ -44,32 +44,11 @@ async fn submit(
     (status, headers, body)
 }
 
-/// Long-polls the job until it is terminal; no sleeps: each request names the version it has
-/// seen (If-None-Match) and the server holds it until the job changes.
+/// Long-polls the job until it is terminal.
 async fn until_terminal(http: &reqwest::Client, base: &str, location: &str) -> Value {
-    let mut etag = String::from("\"none\"");
-    let mut job = Value::Null;
-    for _ in 0..200 {
-        let resp = http
-            .get(format!("{base}{location}?wait=5"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("GET answered");
-        if resp.status() == 304 {
-            continue;
-        }
-        assert_eq!(resp.status(), 200);
-        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
-        job = resp.json().await.expect("a job");
-        if matches!(
-            job["state"].as_str(),
-            Some("succeeded" | "failed" | "cancelled")
-        ) {
-            return job;
-        }
-    }
-    panic!("{location} did not reach a terminal state: {job}");
+    support::long_poll(http, &format!("{base}{location}"), 200, is_terminal)
+        .await
+        .unwrap_or_else(|job| panic!("{location} did not reach a terminal state: {job}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,53 +7,27 @@
 // Test code: a failed expectation is a failed test, and its message says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+use support::ServerProcess;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{json, Value};
 
 const TRACE: &str = "Root=1-6745f1a0-0123456789abcdef01234567;Sampled=1";
 
-/// A running `ackflow serve` whose logs go to a file, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
-
-impl ServerProcess {
-    fn start(data_dir: &Path, log: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("ACKFLOW_BACKOFF_BASE_MS", "50")
-            .env("ACKFLOW_BACKOFF_MAX_SECS", "1")
-            .env("ACKFLOW_LOG", "info")
-            .env("ACKFLOW_LOG_FORMAT", "json")
-            .env_remove("ACKFLOW_TOKENS")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .expect("the ackflow binary starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut first = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut first)
-            .expect("the server prints where it listens");
-        let base = first
-            .trim()
-            .strip_prefix("ackflow listening on ")
-            .expect("a 'listening on' line")
-            .to_owned();
-        Self { child, base }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ackflow serve` on `data_dir` logging JSON at INFO to the file `log`, with short backoffs so
+/// that the retried job ends quickly.
+fn start(data_dir: &Path, log: &Path) -> ServerProcess {
+    let env = [
+        ("ACKFLOW_BACKOFF_BASE_MS", "50"),
+        ("ACKFLOW_BACKOFF_MAX_SECS", "1"),
+        ("ACKFLOW_LOG", "info"),
+        ("ACKFLOW_LOG_FORMAT", "json"),
+    ];
+    let log = std::fs::File::create(log).expect("log file");
+    ServerProcess::start_with(data_dir, &env, Stdio::from(log))
 }
 
 async fn submit(http: &reqwest::Client, base: &str, correlation_id: &str, body: Value) -> Value {
@@ -69,27 +43,12 @@ async fn submit(http: &reqwest::Client, base: &str, correlation_id: &str, body: 
     resp.json().await.expect("a job")
 }
 
-/// Long-polls the job until it is terminal (no sleeps: the server holds each request until
-/// the job changes).
+/// Long-polls the job until it has succeeded or failed.
 async fn until_terminal(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    let mut etag = String::from("\"none\"");
-    for _ in 0..200 {
-        let resp = http
-            .get(format!("{base}/v1/jobs/{id}?wait=5"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .expect("GET answered");
-        if resp.status() == 304 {
-            continue;
-        }
-        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
-        let job: Value = resp.json().await.expect("a job");
-        if matches!(job["state"].as_str(), Some("succeeded" | "failed")) {
-            return job;
-        }
-    }
-    panic!("job {id} did not end");
+    let ended = |job: &Value| matches!(job["state"].as_str(), Some("succeeded" | "failed"));
+    support::long_poll(http, &format!("{base}/v1/jobs/{id}"), 200, ended)
+        .await
+        .unwrap_or_else(|_| panic!("job {id} did not end"))
 }
 
 /// The INFO line `message` about job `id`.
@@ -104,7 +63,7 @@ fn event<'a>(lines: &'a [Value], message: &str, id: &Value) -> &'a Value {
 async fn the_single_machine_logs_each_job_event_with_its_ids_and_the_report_agrees() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("ackflow.log");
-    let server = ServerProcess::start(&dir.path().join("data"), &log);
+    let server = start(&dir.path().join("data"), &log);
     let http = reqwest::Client::new();
     let base = server.base.clone();
 

@@ -4,73 +4,27 @@
 // Test code: a failed expectation is a failed test, and its message says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_core::{
-    async_trait, AcceptError, Ackflow, Change, Clock, CorrelationId, DeadLetter, Delivery,
-    Disposition, IdempotencyKey, JobError, JobId, JobState, JobStore, ManualClock, OutgoingMessage,
-    Owner, PortError, Queue, QueueDepth, Receipt, Settings, Submission, Timestamp,
+    AcceptError, Ackflow, Change, Clock, CorrelationId, Delivery, Disposition, IdempotencyKey,
+    JobError, JobId, JobState, JobStore, ManualClock, OutgoingMessage, Owner, Queue, QueueDepth,
+    Settings, Submission, Timestamp,
 };
 use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, Op};
 use serde_json::{json, Value};
-
-/// A queue whose sends can be made to fail, to play an outage of SQS or of the queue table, or
-/// to time out (the message sent or not, the answer lost).
-#[derive(Debug)]
-struct FlakyQueue {
-    inner: Arc<SqliteQueue>,
-    sends_fail: AtomicBool,
-    /// `Some(delivered)`: the next sends time out, after delivering the message or not.
-    sends_time_out: std::sync::Mutex<Option<bool>>,
-}
-
-#[async_trait]
-impl Queue for FlakyQueue {
-    async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
-        if self.sends_fail.load(Ordering::SeqCst) {
-            return Err(PortError::unavailable("send", "injected outage"));
-        }
-        let time_out = *self.sends_time_out.lock().expect("lock");
-        if let Some(delivered) = time_out {
-            if delivered {
-                self.inner.send(message).await?;
-            }
-            return Err(PortError::ambiguous("send", "injected timeout"));
-        }
-        self.inner.send(message).await
-    }
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, PortError> {
-        self.inner.receive(max, visibility).await
-    }
-    async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
-        self.inner.delete(receipt).await
-    }
-    async fn change_visibility(
-        &self,
-        receipt: &Receipt,
-        timeout: Duration,
-    ) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, timeout).await
-    }
-    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), PortError> {
-        self.inner.dead_letter(delivery).await
-    }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError> {
-        self.inner.dead_letters(max).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
-}
 
 struct World {
     app: Ackflow,
     clock: Arc<ManualClock>,
     store: Arc<SqliteStore>,
-    queue: Arc<FlakyQueue>,
+    queue: Arc<FaultyQueue<SqliteQueue>>,
+    /// The queue's faults: sends made to fail, to play an outage of SQS or of the queue table,
+    /// or to time out (the message sent or not, the answer lost).
+    faults: Arc<FaultPlan>,
     _dir: tempfile::TempDir,
 }
 
@@ -82,11 +36,8 @@ fn world_with(settings: Settings) -> World {
     let sqlite_queue =
         SqliteQueue::new(db.clone(), "jobs", settings.max_attempts + 3, clock.clone())
             .expect("queue");
-    let queue = Arc::new(FlakyQueue {
-        inner: Arc::new(sqlite_queue),
-        sends_fail: AtomicBool::new(false),
-        sends_time_out: std::sync::Mutex::new(None),
-    });
+    let faults = FaultPlan::new();
+    let queue = Arc::new(FaultyQueue::new(sqlite_queue, faults.clone()));
     let book = Arc::new(SqliteOrderBook::new(db).expect("order book"));
     let registry = registry_with(book, clock.clone(), true);
     let app = Ackflow::new(
@@ -101,6 +52,7 @@ fn world_with(settings: Settings) -> World {
         clock,
         store,
         queue,
+        faults,
         _dir: dir,
     }
 }
@@ -496,7 +448,7 @@ async fn an_idempotent_resubmission_returns_the_same_job_and_queues_nothing_new(
 #[tokio::test]
 async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_reopens_it() {
     let w = world();
-    w.queue.sends_fail.store(true, Ordering::SeqCst);
+    w.faults.inject_every(Op::QueueSend, Fault::Unavailable);
     let refused = w.submit_keyed("demo", json!({}), Some("k-1")).await;
     let Err(AcceptError::NotQueued { .. }) = refused else {
         panic!("expected 503")
@@ -514,7 +466,7 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
         "the job does not linger as queued"
     );
 
-    w.queue.sends_fail.store(false, Ordering::SeqCst);
+    w.faults.clear(Op::QueueSend);
     let retried = w
         .submit_keyed("demo", json!({}), Some("k-1"))
         .await
@@ -533,10 +485,10 @@ async fn a_failed_enqueue_answers_unavailable_fails_the_job_and_a_keyed_retry_re
 #[tokio::test]
 async fn a_send_that_timed_out_after_delivering_leaves_the_job_queued_and_it_runs_once() {
     let w = world();
-    *w.queue.sends_time_out.lock().expect("lock") = Some(true);
+    w.faults.inject_every(Op::QueueSend, Fault::Ambiguous);
     let refused = w.submit_keyed("demo", json!({}), Some("k-t")).await;
     assert_eq!(refused.expect_err("503").problem().status, 503);
-    *w.queue.sends_time_out.lock().expect("lock") = None;
+    w.faults.clear(Op::QueueSend);
 
     let retried = w
         .submit_keyed("demo", json!({}), Some("k-t"))
@@ -557,10 +509,10 @@ async fn a_send_that_timed_out_after_delivering_leaves_the_job_queued_and_it_run
 #[tokio::test]
 async fn a_send_that_timed_out_before_delivering_is_resent_by_the_sweeper() {
     let w = world();
-    *w.queue.sends_time_out.lock().expect("lock") = Some(false);
+    w.faults.inject_every(Op::QueueSend, Fault::Lost);
     let refused = w.submit_keyed("demo", json!({}), Some("k-lost")).await;
     assert_eq!(refused.expect_err("503").problem().status, 503);
-    *w.queue.sends_time_out.lock().expect("lock") = None;
+    w.faults.clear(Op::QueueSend);
     assert_eq!(w.depth().await.waiting, 0);
     let page = w
         .app

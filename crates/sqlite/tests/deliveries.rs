@@ -298,7 +298,7 @@ mod on_sqlite {
         ProcessError, Processor, Registry, Rejection, Submission, Timestamp,
     };
     use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
-    use ackflow_testkit::faults::{check_terminal_and_legal, drive_until_quiet};
+    use ackflow_testkit::invariants::{check_terminal_and_legal, drive_until_quiet};
     use proptest::prelude::*;
     use serde_json::{json, Value};
     use tokio::sync::{mpsc, oneshot};

@@ -1,4 +1,4 @@
-//! Every failure point of the use cases, on the real SQLite adapters (issue #5, "faults").
+//! Every failure point of the use cases, on the real SQLite adapters.
 //!
 //! Each use case (accept, the worker's handle + settle, cancel, the sweeper's resend and
 //! deadline, the operator's redrive) runs once without faults through
@@ -23,9 +23,8 @@ use ackflow_core::{
 };
 use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
-use ackflow_testkit::faults::{
-    check_terminal_and_legal, drive_until_quiet, Fault, FaultPlan, FaultyQueue, FaultyStore,
-};
+use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, FaultyStore};
+use ackflow_testkit::invariants::{check_terminal_and_legal, drive_until_quiet};
 use serde_json::{json, Value};
 
 /// Short times, so that recovery takes few rounds: the lease (3 s), the visibility timeout

@@ -1,4 +1,4 @@
-//! Fault injection around the two ports, and the checks that a job ended in a legal state.
+//! Fault injection around the two ports.
 //!
 //! [`FaultyStore`] and [`FaultyQueue`] wrap any [`JobStore`] and [`Queue`] and delegate every
 //! call, after consulting one shared [`FaultPlan`]. The plan numbers every call made through
@@ -23,8 +23,14 @@
 //! its write (when it is a write), then it and every later call fail, so the code that goes on
 //! running after the crash can no longer change anything through the ports — as if it had died.
 //!
-//! [`drive_until_quiet`] then plays the restarted runtime (worker and sweeper rounds on a moving
-//! [`ManualClock`]), and [`check_terminal_and_legal`] asserts what SPEC.md promises of the job.
+//! A scenario test that means one failure rather than all of them switches a fault on and off
+//! for one operation ([`FaultPlan::inject_every`], [`FaultPlan::clear`]: an outage that lasts as
+//! long as the test says), or holds the calls of one operation until it lets them through
+//! ([`FaultPlan::hold`]: a send that hangs while its client goes away). The wrappers are then
+//! the only pass-through ports the tests need: every call the test does not touch reaches the
+//! wrapped port unchanged.
+//!
+//! [`crate::invariants`] then plays the restarted runtime and judges every job at rest.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,11 +39,12 @@ use std::time::Duration;
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
-    async_trait, Ackflow, Created, DeadLetter, Delivery, Figures, IdempotencyRecord, Job, JobId,
-    JobState, JobStore, ListQuery, ManualClock, OutgoingMessage, Owner, Page, PortError, Problem,
-    Queue, QueueDepth, Receipt, Timestamp, WriteError,
+    async_trait, Created, DeadLetter, Delivery, Figures, IdempotencyRecord, Job, JobId, JobStore,
+    ListQuery, ManualClock, OutgoingMessage, Owner, Page, PortError, Queue, QueueDepth, Receipt,
+    Timestamp, WriteError,
 };
 use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
 
 /// One operation of a port: the call site a fault is injected at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,11 +155,16 @@ pub enum Fault {
     /// The process dies here: a write takes effect (a read does not happen), then this call and
     /// every later one through either wrapper fail.
     CrashAfterWrite,
+    /// The call is not made and fails with [`PortError::Ambiguous`]: a timeout before the
+    /// request reached the backend, which the caller cannot tell from [`Fault::Ambiguous`].
+    Lost,
 }
 
 impl Fault {
-    /// One fault of each kind. The latency (10 s) outlasts the leases, visibility timeouts and
-    /// resend times of the fault tests' settings, and stays well within their deadlines.
+    /// The kinds the fault tests enumerate at every call. The latency (10 s) outlasts the leases,
+    /// visibility timeouts and resend times of the fault tests' settings, and stays well within
+    /// their deadlines. [`Fault::Lost`] is not among them: scenario tests inject it where they
+    /// mean it.
     pub const ALL_KINDS: [Fault; 5] = [
         Fault::Unavailable,
         Fault::Failed,
@@ -169,6 +181,7 @@ impl Fault {
             Fault::Latency(_) => "latency",
             Fault::Ambiguous => "ambiguous",
             Fault::CrashAfterWrite => "crash",
+            Fault::Lost => "lost",
         }
     }
 }
@@ -215,6 +228,8 @@ struct PlanState {
     at_index: BTreeMap<usize, Fault>,
     at_op: BTreeMap<(Op, usize), Fault>,
     per_op: BTreeMap<Op, usize>,
+    every: BTreeMap<Op, Fault>,
+    holds: BTreeMap<Op, Arc<Hold>>,
     crashed: bool,
     paused: bool,
 }
@@ -265,6 +280,28 @@ impl FaultPlan {
     /// Injects `fault` on the `nth` (0-based) call of `op`.
     pub fn inject_on(&self, op: Op, nth: usize, fault: Fault) {
         self.lock().at_op.insert((op, nth), fault);
+    }
+
+    /// Injects `fault` on every call of `op` from now on, until [`FaultPlan::clear`]. A fault
+    /// injected by index or by [`FaultPlan::inject_on`] wins over it.
+    pub fn inject_every(&self, op: Op, fault: Fault) {
+        self.lock().every.insert(op, fault);
+    }
+
+    /// Stops [`FaultPlan::inject_every`]'s fault on `op`.
+    pub fn clear(&self, op: Op) {
+        self.lock().every.remove(&op);
+    }
+
+    /// Makes every call of `op` wait at the returned [`Hold`] before it is made, until the test
+    /// releases it.
+    pub fn hold(&self, op: Op) -> Arc<Hold> {
+        let hold = Arc::new(Hold {
+            reached: Notify::new(),
+            open: Semaphore::new(0),
+        });
+        self.lock().holds.insert(op, hold.clone());
+        hold
     }
 
     /// Stops counting and injecting (calls pass through unrecorded) until [`FaultPlan::resume`]:
@@ -333,6 +370,7 @@ impl FaultPlan {
             .at_index
             .get(&index)
             .or_else(|| state.at_op.get(&(op, nth)))
+            .or_else(|| state.every.get(&op))
             .copied();
         state.calls.push(Call {
             index,
@@ -358,6 +396,14 @@ impl FaultPlan {
                     op,
                     call: index,
                     why: "timed out; outcome unknown",
+                },
+            )),
+            Some(Fault::Lost) => Step::Refuse(PortError::ambiguous(
+                op.name(),
+                Injected {
+                    op,
+                    call: index,
+                    why: "timed out before it was made",
                 },
             )),
             Some(Fault::CrashAfterWrite) => {
@@ -389,6 +435,15 @@ impl FaultPlan {
         F: std::future::Future<Output = Result<T, E>>,
         E: From<PortError>,
     {
+        let hold = {
+            let state = self.lock();
+            (!state.paused)
+                .then(|| state.holds.get(&op).cloned())
+                .flatten()
+        };
+        if let Some(hold) = hold {
+            hold.wait().await;
+        }
         match self.step(op) {
             Step::Pass => call.await,
             Step::Refuse(e) => Err(e.into()),
@@ -402,6 +457,31 @@ impl FaultPlan {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// Where the calls of one [`Op`] wait until the test lets them through ([`FaultPlan::hold`]).
+#[derive(Debug)]
+pub struct Hold {
+    reached: Notify,
+    open: Semaphore,
+}
+
+impl Hold {
+    /// Returns once a call has reached the hold (at once if one did since the last return).
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the waiting calls through, and every later one.
+    pub fn release(&self) {
+        // A closed semaphore is an open hold: every acquire fails at once.
+        self.open.close();
+    }
+
+    async fn wait(&self) {
+        self.reached.notify_one();
+        let _ = self.open.acquire().await;
     }
 }
 
@@ -580,210 +660,4 @@ impl<Q: Queue> Queue for FaultyQueue<Q> {
     async fn depth(&self) -> Result<QueueDepth, PortError> {
         self.plan.run(Op::QueueDepth, self.inner.depth()).await
     }
-}
-
-// ---- the restarted runtime and the checks ------------------------------------------------------
-
-/// What [`drive_until_quiet`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Quiet {
-    /// Rounds played (each: drain the queue through the worker, sweep, let time pass).
-    pub rounds: u32,
-    /// Deliveries handled.
-    pub deliveries: u32,
-    /// Simulated time that passed.
-    pub elapsed: Duration,
-}
-
-/// Plays the single machine's worker and sweeper on `app` (fault-free ports) until every job
-/// of `watch` is terminal and the queue holds no message, moving `clock` by `tick` per round,
-/// for at most `max_rounds` rounds. Returns what it did, or the last state when it never got
-/// quiet (a job that lingers is what invariant 2 forbids).
-///
-/// Each round receives and handles every visible message (settling each as the worker does),
-/// then sweeps, then lets `tick` pass.
-pub async fn drive_until_quiet(
-    app: &Ackflow,
-    clock: &ManualClock,
-    watch: &[(Owner, JobId)],
-    tick: Duration,
-    max_rounds: u32,
-) -> Result<Quiet, String> {
-    let mut quiet = Quiet::default();
-    let visibility = app.settings().visibility_timeout;
-    let err = |what: &str, e: PortError| format!("{what} failed on fault-free ports: {e}");
-    for round in 1..=max_rounds {
-        quiet.rounds = round;
-        // Drain: bounded, since a message can come back at once (a zero-delay release).
-        for _ in 0..100 {
-            let batch = app
-                .queue()
-                .receive(10, visibility)
-                .await
-                .map_err(|e| err("receive", e))?;
-            if batch.is_empty() {
-                break;
-            }
-            for delivery in batch {
-                quiet.deliveries += 1;
-                let disposition = app.handle(&delivery).await;
-                app.settle(&delivery, disposition, ackflow_core::Deleter::Worker)
-                    .await
-                    .map_err(|e| err("settle", e))?;
-            }
-        }
-        app.sweep().await.map_err(|e| err("sweep", e))?;
-        let mut all_terminal = true;
-        for (owner, id) in watch {
-            let job = app
-                .store()
-                .get(owner, *id)
-                .await
-                .map_err(|e| err("get", e))?;
-            if job.is_some_and(|j| !j.state.is_terminal()) {
-                all_terminal = false;
-            }
-        }
-        let depth = app.queue().depth().await.map_err(|e| err("depth", e))?;
-        if all_terminal && depth.waiting == 0 && depth.in_flight == 0 {
-            return Ok(quiet);
-        }
-        clock.advance(tick);
-        quiet.elapsed += tick;
-    }
-    let mut states = Vec::new();
-    for (owner, id) in watch {
-        let job = app.store().get(owner, *id).await.ok().flatten();
-        states.push(job.map(|j| (j.state, j.attempts, j.generation)));
-    }
-    let depth = app.queue().depth().await.ok();
-    Err(format!(
-        "not quiet after {max_rounds} rounds ({:?} of simulated time): jobs {states:?}, queue {depth:?}",
-        quiet.elapsed
-    ))
-}
-
-/// Whether `to` may follow `from` in a job's history (SPEC.md's diagram plus the takeover of a
-/// running job whose lease ended, which starts a new attempt).
-pub fn legal_step(from: JobState, to: JobState) -> bool {
-    use JobState::*;
-    matches!(
-        (from, to),
-        (Queued, Running)
-            | (Queued, Failed)
-            | (Queued, Cancelled)
-            | (Running, Running)
-            | (Running, Queued)
-            | (Running, Succeeded)
-            | (Running, Failed)
-            | (Failed, Queued)
-    )
-}
-
-/// Whether a problem stored on a failed job is written for people: a title and a sentence,
-/// and none of the internals SPEC.md keeps out of problems (Debug output, error chains, SQL,
-/// paths, the injected faults' own text).
-pub fn human_worded(problem: &Problem) -> Result<(), String> {
-    let text = format!("{} {}", problem.title, problem.detail);
-    if problem.title.trim().is_empty() || problem.detail.trim().is_empty() {
-        return Err(format!("empty title or detail: {problem:?}"));
-    }
-    if !problem.detail.trim_end().ends_with(['.', '!', '?']) {
-        return Err(format!("detail is not a sentence: {:?}", problem.detail));
-    }
-    for internal in [
-        "injected",
-        "Injected",
-        "Unavailable {",
-        "Failed {",
-        "::",
-        "PortError",
-        "sqlite",
-        "SQL",
-        "{",
-        "/tmp",
-        "panicked at",
-    ] {
-        if text.contains(internal) {
-            return Err(format!(
-                "problem shows internals ({internal:?}): {problem:?}"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks what SPEC.md promises of a job that has come to rest: it is terminal; its history
-/// starts with its acceptance, follows the diagram step by step in time order and ends in its
-/// state; its attempts are within budget; it has a result exactly when it succeeded and a
-/// human-worded problem exactly when it failed; its lease and sweep time are cleared.
-/// `result` is what the store returns as its result.
-pub fn check_terminal_and_legal(
-    job: &Job,
-    result: Option<&Value>,
-    history_cap: usize,
-) -> Result<(), String> {
-    let fail = |why: String| Err(format!("job {} ({}): {why}", job.id, job.state));
-    if !job.state.is_terminal() {
-        return fail("not terminal".into());
-    }
-    if job.attempts > job.max_attempts {
-        return fail(format!(
-            "{} attempts of at most {}",
-            job.attempts, job.max_attempts
-        ));
-    }
-    let Some(first) = job.history.first() else {
-        return fail("no history".into());
-    };
-    if first.state != JobState::Queued {
-        return fail(format!("history starts {}", first.state));
-    }
-    let complete = job.history.len() < history_cap.max(2);
-    for (i, pair) in job.history.windows(2).enumerate() {
-        let (a, b) = (&pair[0], &pair[1]);
-        if b.at < a.at {
-            return fail(format!("history goes back in time at entry {}", i + 1));
-        }
-        // With a full history the entries after the first were cut: the first step is unknown.
-        if (complete || i > 0) && !legal_step(a.state, b.state) {
-            return fail(format!(
-                "illegal step {} → {} at entry {}: {:?}",
-                a.state,
-                b.state,
-                i + 1,
-                job.history
-            ));
-        }
-    }
-    if job.history.last().map(|e| e.state) != Some(job.state) {
-        return fail(format!("history ends elsewhere: {:?}", job.history));
-    }
-    let succeeded = job.state == JobState::Succeeded;
-    if job.has_result != succeeded || result.is_some() != succeeded {
-        return fail(format!(
-            "has_result {} / stored result {:?}",
-            job.has_result,
-            result.is_some()
-        ));
-    }
-    match (&job.error, job.state) {
-        (Some(problem), JobState::Failed) => {
-            if let Err(why) = human_worded(problem) {
-                return fail(why);
-            }
-        }
-        (None, JobState::Failed) => return fail("failed without a problem".into()),
-        (Some(problem), _) => {
-            return fail(format!("a problem on a {} job: {problem:?}", job.state))
-        }
-        (None, _) => {}
-    }
-    if job.finished_at.is_none() || job.running_until.is_some() || job.sweep_at.is_some() {
-        return fail(format!(
-            "finished_at {:?}, running_until {:?}, sweep_at {:?}",
-            job.finished_at, job.running_until, job.sweep_at
-        ));
-    }
-    Ok(())
 }

@@ -11,6 +11,11 @@
 //! - [`queue`], [`store`], [`orders`]: one `pub async fn` per behaviour of the [`ackflow_core::Queue`],
 //!   [`ackflow_core::JobStore`] and [`ackflow_processors::order::OrderBook`] ports, named as the
 //!   sentence it checks, so that a failing test names the broken promise.
+//! - [`faults`]: [`faults::FaultyStore`] and [`faults::FaultyQueue`] wrap any port and inject
+//!   what a [`faults::FaultPlan`] says (errors, latency, ambiguous writes, a crash between two
+//!   writes, a call held until the test lets it through); every other call passes through.
+//! - [`invariants`]: the restarted runtime that brings jobs to rest, and the legality checks of
+//!   a job at rest.
 //! - [`Harness`]: how time passes for the backend: [`ManualTime`] moves a
 //!   [`ManualClock`] (instant, for SQLite), [`RealTime`] really waits (for services over a
 //!   network, which keep their own time).
@@ -52,6 +57,7 @@ use ackflow_core::{async_trait, Clock, JobStore, ManualClock, Queue, SystemClock
 use ackflow_processors::order::OrderBook;
 
 pub mod faults;
+pub mod invariants;
 pub mod orders;
 pub mod queue;
 pub mod redrive;

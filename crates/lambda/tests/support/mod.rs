@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::job::attributes::TRACE_HEADER;
 use ackflow_core::{Ackflow, Clock, Delivery, Queue, Settings, SystemClock};
 use ackflow_http::{Anonymous, ApiState};
+use ackflow_lambda::test_support::sqs_record;
 use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
 use aws_lambda_events::sqs::SqsBatchResponse;
 use axum::body::Body;
@@ -121,37 +121,4 @@ impl Pipeline {
             .expect("a batch response");
         (deliveries, response)
     }
-}
-
-/// The record SQS's event source would hand the worker for `delivery`: the trace header as the
-/// `AWSTraceHeader` system attribute, the others as message attributes.
-pub fn sqs_record(delivery: &Delivery) -> Value {
-    let mut system = json!({
-        "ApproximateReceiveCount": delivery.receive_count.to_string(),
-        "SentTimestamp": "1795687200000",
-        "SenderId": "AROAEXAMPLE:ackflow-api",
-        "ApproximateFirstReceiveTimestamp": "1795687200050"
-    });
-    let mut attributes = serde_json::Map::new();
-    for (name, value) in &delivery.attributes {
-        if name == TRACE_HEADER {
-            system["AWSTraceHeader"] = json!(value);
-        } else {
-            attributes.insert(
-                name.clone(),
-                json!({"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}),
-            );
-        }
-    }
-    json!({
-        "messageId": delivery.message_id,
-        "receiptHandle": delivery.receipt.0,
-        "body": delivery.body,
-        "attributes": system,
-        "messageAttributes": attributes,
-        "md5OfBody": "00000000000000000000000000000000",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ackflow-jobs",
-        "awsRegion": "us-east-1"
-    })
 }

@@ -1,10 +1,13 @@
-//! What the tests of the `ackflow` binary share: a real `ackflow serve` on a free port.
+//! What the tests of the `ackflow` binary share: a real `ackflow serve` on a free port, and the
+//! long-poll that waits for a job there.
 
 #![allow(dead_code, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
 
 /// A running `ackflow serve`, killed when dropped.
 pub struct ServerProcess {
@@ -58,4 +61,43 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a job view (JSON) is in a terminal state.
+pub fn is_terminal(job: &Value) -> bool {
+    matches!(
+        job["state"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+/// Long-polls the job at `url` until `done` holds for it, and returns it; no sleeps: each
+/// request names the version it has seen (If-None-Match) and the server holds it until the job
+/// changes. After `answers` answers without `done`, returns the last job seen as the error.
+pub async fn long_poll(
+    http: &reqwest::Client,
+    url: &str,
+    answers: usize,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value, Value> {
+    let mut etag = String::from("\"none\"");
+    let mut job = Value::Null;
+    for _ in 0..answers {
+        let resp = http
+            .get(format!("{url}?wait=5"))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect("GET answered");
+        if resp.status() == 304 {
+            continue;
+        }
+        assert_eq!(resp.status(), 200, "GET {url}");
+        etag = resp.headers()["etag"].to_str().expect("ascii").to_owned();
+        job = resp.json().await.expect("a job");
+        if done(&job) {
+            return Ok(job);
+        }
+    }
+    Err(job)
 }
