@@ -34,7 +34,8 @@ use std::sync::Arc;
 
 use ackflow_core::{Ackflow, Clock, JobState, Owner, Settings, SystemClock};
 use ackflow_http::{router, Anonymous, ApiState, IDEMPOTENT_REPLAYED};
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_processors::order::SqliteOrderBook;
+use ackflow_sqlite::{Durability, SqliteBackend};
 use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
@@ -85,18 +86,21 @@ impl Harness {
             .expect("a tokio runtime");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (router, app) = runtime.block_on(async {
-            let db = Db::open(&dir.path().join("fuzz.db"), Durability::Normal).expect("db");
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let store = Arc::new(SqliteStore::new(db.clone()));
-            let queue =
-                Arc::new(SqliteQueue::new(db.clone(), "jobs", 6, clock.clone()).expect("queue"));
-            let book = Arc::new(SqliteOrderBook::new(db).expect("order book"));
-            let registry = ackflow_processors::registry_with(book, clock.clone(), true);
             let settings = Settings {
                 body_limit: BODY_LIMIT,
                 ..Settings::default()
             };
-            let app = Arc::new(Ackflow::new(store, queue, registry, clock, settings));
+            let backend = SqliteBackend::open(
+                &dir.path().join("fuzz.db"),
+                Durability::Normal,
+                &settings,
+                clock.clone(),
+            )
+            .expect("db");
+            let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
+            let registry = ackflow_processors::registry_with(book, clock.clone(), true);
+            let app = Arc::new(backend.ackflow(registry, clock, settings));
             let router = router(ApiState::new(app.clone(), Arc::new(Anonymous)));
             (router, app)
         });

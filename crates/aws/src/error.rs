@@ -83,8 +83,9 @@ pub(crate) fn build_failed(what: &'static str, error: aws_sdk_sqs::error::BuildE
 /// Corrupt or unexpected data in an answer.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Unexpected(pub String);
+pub struct Unexpected(pub String);
 
-pub(crate) fn unexpected(what: &'static str, message: impl Into<String>) -> PortError {
+/// An answer the adapter cannot make sense of, as a permanent [`PortError`].
+pub fn unexpected(what: &'static str, message: impl Into<String>) -> PortError {
     PortError::failed(what, Unexpected(message.into()))
 }

@@ -1,7 +1,7 @@
 //! # ackflow-aws
 //!
 //! ackflow's adapters for AWS: the [`ackflow_core::Queue`] on SQS, the [`ackflow_core::JobStore`]
-//! and the `order` example's [`ackflow_processors::order::OrderBook`] on one DynamoDB table, and
+//! on one DynamoDB table (which the `order` example's book, in `ackflow-processors`, shares), and
 //! the configuration a function reads from its environment. No Lambda code lives here
 //! (`ackflow-lambda` has it), so these adapters run anywhere the AWS SDK runs.
 //!
@@ -14,7 +14,8 @@
 //! - [`SqsQueue`]: the queue and its dead-letter queue.
 //! - [`dynamo`]: the single-table design — **the table of item types, keys and indexes is at
 //!   the top of that module**; `template.yaml` declares the same — with [`DynamoJobStore`] and
-//!   [`DynamoOrderBook`].
+//!   the item helpers ([`dynamo::transact`], [`dynamo::get_item`], …) that other data in the
+//!   table is written with.
 //! - [`schema`]: creates the table (keys, indexes, TTL) and the queue pair (redrive policy) for
 //!   tests and scripts, from the same constants.
 //!
@@ -41,6 +42,6 @@ mod sqs;
 
 pub use backend::AwsBackend;
 pub use config::{env, https_client, timeouts, AwsConfig, Clients, ConfigError};
-pub use dynamo::{DynamoJobStore, DynamoOrderBook};
-pub use error::classify;
+pub use dynamo::DynamoJobStore;
+pub use error::{classify, unexpected, Unexpected};
 pub use sqs::SqsQueue;

@@ -14,16 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_aws::{
-    https_client, schema, timeouts, Clients, DynamoJobStore, DynamoOrderBook, SqsQueue,
-};
+use ackflow_aws::{https_client, schema, timeouts, Clients, DynamoJobStore, SqsQueue};
 use ackflow_core::report::Deltas;
 use ackflow_core::{
     Ackflow, Change, Clock, CorrelationId, Disposition, IdempotencyKey, Job, JobId, JobState,
     JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError, Queue, QueueDepth,
     Settings, Submission, SystemClock, WriteError,
 };
-use ackflow_processors::order::OrderBook;
+use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
 use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, RedriveFixture, StoreFixture};
 use aws_config::retry::RetryConfig;

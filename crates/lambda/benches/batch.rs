@@ -24,7 +24,8 @@ use ackflow_core::{
 };
 use ackflow_lambda::test_support::{sqs_event, sqs_record};
 use ackflow_lambda::{delivery_from_record, process_batch, BatchOptions};
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_processors::order::SqliteOrderBook;
+use ackflow_sqlite::{Durability, SqliteBackend};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
@@ -36,18 +37,19 @@ fn app_with_finished_batch(
     runtime: &tokio::runtime::Runtime,
     dir: &std::path::Path,
 ) -> (Ackflow, Value) {
-    let db = Db::open(&dir.join("ackflow.db"), Durability::Normal).expect("db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 8, clock.clone()).expect("queue"));
-    let book = Arc::new(SqliteOrderBook::new(db.clone()).expect("order book"));
+    let settings = Settings::default();
+    let backend = SqliteBackend::open(
+        &dir.join("ackflow.db"),
+        Durability::Normal,
+        &settings,
+        clock.clone(),
+    )
+    .expect("db");
+    let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
     let registry = ackflow_processors::registry_with(book, clock.clone(), true);
-    let app = Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        queue.clone(),
-        registry,
-        clock,
-        Settings::default(),
-    );
+    let app = backend.ackflow(registry, clock, settings);
+    let queue = backend.queue;
     runtime.block_on(async {
         for _ in 0..RECORDS {
             app.accept(Submission {

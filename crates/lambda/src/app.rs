@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use ackflow_aws::{AwsBackend, AwsConfig, Clients, ConfigError, DynamoOrderBook};
+use ackflow_aws::{AwsBackend, AwsConfig, Clients, ConfigError};
 use ackflow_core::{Ackflow, PortError, SystemClock};
 use ackflow_http::{ApiState, OwnerResolver};
-use ackflow_processors::order::OrderBook;
+use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
 
 use crate::telemetry::MetricsConfig;

@@ -7,12 +7,12 @@
 
 use std::sync::Arc;
 
-use ackflow_core::{Ackflow, Clock, Owner, Registry, Settings, SystemClock};
+use ackflow_core::{Clock, Owner, Registry, Settings, SystemClock};
 use ackflow_http::{router, ApiState, OwnerResolver};
 use ackflow_lambda::owner::ALLOW_ANONYMOUS;
 use ackflow_lambda::JwtOwners;
 use ackflow_processors::demo::Demo;
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Durability, SqliteBackend};
 use axum::http::StatusCode;
 use http_body_util::BodyExt as _;
 use lambda_http::http::HeaderMap;
@@ -117,16 +117,16 @@ struct Api {
 
 fn api(owners: JwtOwners) -> Api {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 8, clock.clone()).expect("queue"));
-    let app = Arc::new(Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        queue,
-        Registry::new().with(Demo::new()),
-        clock,
-        Settings::default(),
-    ));
+    let settings = Settings::default();
+    let backend = SqliteBackend::open(
+        &dir.path().join("ackflow.db"),
+        Durability::Normal,
+        &settings,
+        clock.clone(),
+    )
+    .expect("db");
+    let app = Arc::new(backend.ackflow(Registry::new().with(Demo::new()), clock, settings));
     Api {
         router: router(ApiState::new(app, Arc::new(owners))),
         _dir: dir,

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_core::{
-    Ackflow, Clock, CorrelationId, JobState, ManualClock, Owner, Registry, Settings, Submission,
-    SystemClock,
+    Clock, CorrelationId, JobState, ManualClock, Owner, Registry, Settings, Submission, SystemClock,
 };
 use ackflow_lambda::{sweep, SweepSummary};
 use ackflow_processors::demo::Demo;
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Durability, SqliteBackend};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -28,13 +27,16 @@ fn scheduled_event() -> Value {
 #[tokio::test]
 async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 8, clock.clone()).expect("queue"));
     let settings = Settings::default();
-    let app = Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        queue,
+    let backend = SqliteBackend::open(
+        &dir.path().join("ackflow.db"),
+        Durability::Normal,
+        &settings,
+        clock.clone(),
+    )
+    .expect("db");
+    let app = backend.ackflow(
         Registry::new().with(Demo::new()),
         clock.clone(),
         settings.clone(),

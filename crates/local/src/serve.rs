@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use ackflow_core::{Processor, SystemClock};
 use ackflow_http::{Anonymous, ApiState, BearerTokens, OwnerResolver};
+use ackflow_processors::order::SqliteOrderBook;
 use ackflow_processors::registry_with;
-use ackflow_sqlite::{SqliteBackend, SqliteOrderBook};
+use ackflow_sqlite::SqliteBackend;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

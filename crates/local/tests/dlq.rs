@@ -18,8 +18,9 @@ use ackflow_core::{
     Ackflow, Clock, CorrelationId, Job, JobState, ManualClock, Owner, Queue, RedriveAction,
     Settings, Submission, SystemClock,
 };
+use ackflow_processors::order::SqliteOrderBook;
 use ackflow_processors::registry_with;
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
 use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, Op};
 use ackflow_testkit::RedriveFixture;
 use serde_json::{json, Value};
@@ -293,8 +294,9 @@ fn dlq_on_a_directory_without_a_database_is_an_error_that_names_it() {
 mod on_aws {
     use super::*;
 
-    use ackflow_aws::{https_client, schema, Clients, DynamoJobStore, DynamoOrderBook, SqsQueue};
+    use ackflow_aws::{https_client, schema, Clients, DynamoJobStore, SqsQueue};
     use ackflow_core::JobId;
+    use ackflow_processors::order::DynamoOrderBook;
     use aws_config::{BehaviorVersion, Region};
     use aws_sdk_sqs::config::Credentials;
 

@@ -12,8 +12,9 @@ use ackflow_core::{
     JobError, JobId, JobState, JobStore, ManualClock, OutgoingMessage, Owner, Queue, QueueDepth,
     Settings, Submission, Timestamp,
 };
+use ackflow_processors::order::SqliteOrderBook;
 use ackflow_processors::registry_with;
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
 use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, Op};
 use serde_json::{json, Value};
 

@@ -192,8 +192,25 @@ impl Db {
         &self.inner.path
     }
 
+    /// How SQLite would answer `sql` (`EXPLAIN QUERY PLAN`, one line per step), its parameters
+    /// bound to NULL: the plan does not depend on the values, as no `ANALYZE` statistics are
+    /// kept. For the tests that hold every hot statement to an index.
+    pub fn query_plan(&self, sql: &str) -> Result<String, PortError> {
+        self.call_blocking("explain a query", |c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+            let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(3)
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
+        })
+    }
+
     /// Runs `f` on the connection, on the blocking pool. `what` names the call in errors.
-    pub(crate) async fn call<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
+    ///
+    /// Public so that a processor's own data can live in the same file (the `order` example's
+    /// stock, whose adapter is in `ackflow-processors`).
+    pub async fn call<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
@@ -207,7 +224,7 @@ impl Db {
     }
 
     /// Runs `f` on the connection on this thread (startup calls and the blocking pool).
-    pub(crate) fn call_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
+    pub fn call_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
     where
         F: FnOnce(&mut Connection) -> Result<T, DbError>,
     {
@@ -230,13 +247,13 @@ pub(crate) fn sql_limit(n: usize) -> i64 {
 
 /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so that it
 /// never fails half-way through on a lock upgrade.
-pub(crate) fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+pub fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
 /// What can go wrong inside a database call.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DbError {
+pub enum DbError {
     /// SQLite said no.
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),

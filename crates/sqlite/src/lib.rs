@@ -1,7 +1,7 @@
 //! # ackflow-sqlite
 //!
-//! ackflow's adapters for the single machine: one SQLite file holds the jobs, the queue and the
-//! `order` example's stock, so that a 202 means the job is on disk and a `kill -9` loses nothing
+//! ackflow's adapters for the single machine: one SQLite file holds the jobs and the queue (and
+//! the `order` example's stock, whose adapter lives beside its processor), so that a 202 means the job is on disk and a `kill -9` loses nothing
 //! that was acknowledged (see [`Durability`] for exactly what a commit survives).
 //!
 //! # Layout
@@ -15,7 +15,9 @@
 //! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
 //!   receipts, receive counts, a dead-letter table), plus [`SqliteQueue::wait_for_work`] so a
 //!   worker loop sleeps instead of polling.
-//! - [`SqliteOrderBook`]: the [`ackflow_processors::order::OrderBook`] — stock and orders.
+//! - [`Db::call`], [`write_tx`] and [`DbError`]: the connection, for data of a processor kept in
+//!   the same file (the `order` example's `SqliteOrderBook` in `ackflow-processors`), with
+//!   [`rusqlite`] re-exported so that such an adapter builds against the same SQLite.
 //!
 //! Errors: busy, locked, I/O and full-disk errors become [`ackflow_core::PortError::Unavailable`]
 //! (the use cases answer 503 or retry); everything else [`ackflow_core::PortError::Failed`]. The
@@ -25,7 +27,6 @@
 
 mod backend;
 mod db;
-mod orders;
 mod queue;
 mod schema;
 mod store;
@@ -34,7 +35,7 @@ mod store;
 mod plans;
 
 pub use backend::{SqliteBackend, QUEUE_NAME};
-pub use db::{Db, Durability, UnknownDurability};
-pub use orders::SqliteOrderBook;
+pub use db::{write_tx, Db, DbError, Durability, UnknownDurability};
 pub use queue::SqliteQueue;
+pub use rusqlite;
 pub use store::SqliteStore;

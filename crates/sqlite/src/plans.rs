@@ -3,19 +3,11 @@
 //! here rather than in production.
 
 use crate::db::Db;
-use crate::{orders, queue, store, Durability};
+use crate::{queue, store, Durability};
 
 fn plan(db: &Db, sql: &str) -> String {
-    db.call_blocking("explain", |c| {
-        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-        // The plan does not depend on the values (no ANALYZE statistics): bind NULLs.
-        let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
-        let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |row| {
-            row.get::<_, String>(3)
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
-    })
-    .unwrap_or_else(|e| panic!("cannot explain {sql}: {e:?}"))
+    db.query_plan(sql)
+        .unwrap_or_else(|e| panic!("cannot explain {sql}: {e:?}"))
 }
 
 fn fresh() -> (tempfile::TempDir, Db) {
@@ -148,12 +140,4 @@ fn queue_operations_use_the_visibility_and_receipt_indexes() {
         "dead_letters",
         "dead_letters_by_receipt",
     );
-}
-
-#[test]
-fn order_book_statements_use_primary_keys() {
-    let (_dir, db) = fresh();
-    assert_uses(&db, orders::HAS_RESERVATION, "reservations", "PRIMARY KEY");
-    assert_uses(&db, orders::TAKE_STOCK, "stock", "PRIMARY KEY");
-    assert_uses(&db, orders::AVAILABLE, "stock", "PRIMARY KEY");
 }

@@ -97,6 +97,8 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_by_queue ON dead_letters (queue);
 
 -- ---- Order book (the `order` processor's data) ----------------------------------------------
+-- Read and written by `SqliteOrderBook` in ackflow-processors, not by this crate. The tables stay
+-- in this released step: every file opened since holds them, and a step is never edited.
 CREATE TABLE stock (
     sku       TEXT    NOT NULL PRIMARY KEY,
     available INTEGER NOT NULL CHECK (available >= 0)

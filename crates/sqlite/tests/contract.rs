@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_core::{Job, JobStore, NewJob, OutgoingMessage, Queue, Settings};
-use ackflow_processors::order::{OrderBook, OrderLine};
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_processors::order::{OrderBook, OrderLine, SqliteOrderBook};
+use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
 use ackflow_testkit::{
     Harness, ManualTime, OrderBookFixture, QueueFixture, RealTime, StoreFixture,
 };

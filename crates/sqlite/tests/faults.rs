@@ -21,8 +21,9 @@ use ackflow_core::{
     AcceptError, Ackflow, CorrelationId, IdempotencyKey, JobId, JobState, JobStore, ListQuery,
     ManualClock, Owner, Queue, Settings, Submission, Timestamp,
 };
+use ackflow_processors::order::SqliteOrderBook;
 use ackflow_processors::registry_with;
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
 use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, FaultyStore};
 use ackflow_testkit::invariants::{check_terminal_and_legal, drive_until_quiet};
 use serde_json::{json, Value};

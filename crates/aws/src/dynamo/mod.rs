@@ -1,4 +1,5 @@
-//! The DynamoDB adapters: [`DynamoJobStore`] and [`DynamoOrderBook`] on one table.
+//! The DynamoDB adapter [`DynamoJobStore`], and the item helpers that other data in its table
+//! is written with (the `order` example's `DynamoOrderBook`, in `ackflow-processors`).
 //!
 //! # Table layout (single-table design)
 //!
@@ -15,9 +16,9 @@
 //! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` once its job is terminal |
 //! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD) | — |
 //! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD | `ttl` = the hour + 35 days |
-//! | stock | `STOCK#{sku}` | `STOCK` | `sku`, `available` (N) | — |
+//! | stock (the `order` example's, as all three below) | `STOCK#{sku}` | `STOCK` | `sku`, `available` (N) | — |
 //! | reservation | `ORDER#{id}` | `RESERVATION` | `lines` (S, JSON) | — |
-//! | confirmed order | `ORDER#{id}` | `ORDER` | every field of [`ackflow_processors::order::ConfirmedOrder`] (serde_dynamo) | — |
+//! | confirmed order | `ORDER#{id}` | `ORDER` | every field of the `order` example's `ConfirmedOrder` (serde_dynamo) | — |
 //!
 //! Global secondary indexes, all with projection `ALL` (only job headers carry their keys, so
 //! only headers are in them, and a listing returns whole headers — input and result are items
@@ -65,10 +66,8 @@ use aws_sdk_dynamodb::Client;
 
 use crate::error::{classify, unexpected};
 
-mod orders;
 mod store;
 
-pub use orders::DynamoOrderBook;
 pub use store::DynamoJobStore;
 
 /// Partition key of the table.
@@ -100,18 +99,21 @@ pub const SWEEP_SHARDS: u8 = 4;
 /// How many items an owner's gauges, and each hour's counters, are spread over.
 pub const AGGREGATE_SHARDS: u8 = 4;
 
-pub(crate) type Item = HashMap<String, AttributeValue>;
+/// An item as the SDK hands it over.
+pub type Item = HashMap<String, AttributeValue>;
 
-pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+/// A string attribute.
+pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-pub(crate) fn n(value: impl ToString) -> AttributeValue {
+/// A number attribute.
+pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The primary key of an item.
-pub(crate) fn key(pk: String, sk: &str) -> Item {
+/// The primary key of an item: `pk` and `sk`.
+pub fn key(pk: String, sk: &str) -> Item {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
@@ -157,7 +159,8 @@ pub(crate) fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     }
 }
 
-pub(crate) fn number_attr(item: &Item, name: &str) -> Option<i64> {
+/// The number attribute `name` of `item`, if it has one that fits an `i64`.
+pub fn number_attr(item: &Item, name: &str) -> Option<i64> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => v.parse().ok(),
         _ => None,
@@ -171,7 +174,7 @@ pub(crate) fn non_empty<K, V>(map: HashMap<K, V>) -> Option<HashMap<K, V>> {
 
 /// Why a transaction did not happen.
 #[derive(Debug)]
-pub(crate) enum TxError {
+pub enum TxError {
     /// A condition failed: the reasons, one per item in order (`code` is
     /// `ConditionalCheckFailed` for the failed ones, `None` for the others).
     Cancelled(Vec<CancellationReason>),
@@ -179,7 +182,8 @@ pub(crate) enum TxError {
     Port(PortError),
 }
 
-pub(crate) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+/// The cancellation code of an item whose condition failed.
+pub const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
 /// How often a transaction that lost a race (`TransactionConflict`: another transaction held
 /// one of its items) or was throttled is tried. Conflicts are routine here: every transition of
@@ -187,7 +191,8 @@ pub(crate) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 /// stock item; SQLite would have made them wait, DynamoDB refuses them at once.
 const TX_TRIES: u32 = 8;
 
-pub(crate) fn failed_at(reasons: &[CancellationReason], index: usize) -> bool {
+/// Whether the condition of the transaction's item `index` is what cancelled it.
+pub fn failed_at(reasons: &[CancellationReason], index: usize) -> bool {
     reasons
         .get(index)
         .is_some_and(|r| r.code() == Some(CONDITION_FAILED))
@@ -196,7 +201,7 @@ pub(crate) fn failed_at(reasons: &[CancellationReason], index: usize) -> bool {
 /// Runs one `TransactWriteItems`, retrying conflicts and throttles with jittered backoff.
 /// The SDK gives every call a `ClientRequestToken`, so its own retries of one call (after a
 /// timeout, say) cannot apply it twice.
-pub(crate) async fn transact(
+pub async fn transact(
     client: &Client,
     what: &'static str,
     items: Vec<TransactWriteItem>,
@@ -252,7 +257,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// A consistent `GetItem`.
-pub(crate) async fn get_item(
+pub async fn get_item(
     client: &Client,
     table: &str,
     what: &'static str,

@@ -13,7 +13,8 @@ use std::time::Duration;
 use ackflow_core::{Ackflow, Clock, Delivery, Queue, Settings, SystemClock};
 use ackflow_http::{Anonymous, ApiState};
 use ackflow_lambda::test_support::sqs_record;
-use ackflow_sqlite::{Db, Durability, SqliteOrderBook, SqliteQueue, SqliteStore};
+use ackflow_processors::order::SqliteOrderBook;
+use ackflow_sqlite::{Durability, SqliteBackend, SqliteQueue};
 use aws_lambda_events::sqs::SqsBatchResponse;
 use axum::body::Body;
 use http_body_util::BodyExt as _;
@@ -38,18 +39,19 @@ pub struct Pipeline {
 
 pub fn pipeline() -> Pipeline {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("ackflow.db"), Durability::Normal).expect("db");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 8, clock.clone()).expect("queue"));
-    let book = Arc::new(SqliteOrderBook::new(db.clone()).expect("order book"));
+    let settings = Settings::default();
+    let backend = SqliteBackend::open(
+        &dir.path().join("ackflow.db"),
+        Durability::Normal,
+        &settings,
+        clock.clone(),
+    )
+    .expect("db");
+    let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
     let registry = ackflow_processors::registry_with(book, clock.clone(), true);
-    let app = Arc::new(Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
-        queue.clone(),
-        registry,
-        clock,
-        Settings::default(),
-    ));
+    let app = Arc::new(backend.ackflow(registry, clock, settings));
+    let queue = backend.queue;
     let state = ApiState::new(app.clone(), Arc::new(Anonymous));
     let router = ackflow_lambda::instrument_router(ackflow_http::router(state));
     Pipeline {

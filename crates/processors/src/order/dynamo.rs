@@ -1,23 +1,22 @@
 //! [`OrderBook`] on DynamoDB: stock items seeded once, reservations as one transaction of a
-//! marker and conditional decrements, confirmed orders written once. Items: see [`super`].
+//! marker and conditional decrements, confirmed orders written once, all in the jobs table
+//! (its layout: `ackflow_aws::dynamo`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ackflow_core::{async_trait, JobId, PortError};
-use ackflow_processors::order::{
-    merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG,
+use ackflow_aws::dynamo::{
+    failed_at, get_item, key, n, number_attr, s, transact, Item, TxError, CONDITION_FAILED, PK, SK,
 };
+use ackflow_aws::{classify, unexpected};
+use ackflow_core::{async_trait, JobId, PortError};
 use aws_sdk_dynamodb::types::{
     Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 
-use super::{
-    failed_at, get_item, key, n, number_attr, s, transact, Item, TxError, CONDITION_FAILED, PK, SK,
-};
-use crate::error::{build_failed, classify, unexpected};
+use super::{merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
 
 const STOCK: &str = "STOCK";
 const RESERVATION: &str = "RESERVATION";
@@ -135,7 +134,7 @@ impl OrderBook for DynamoOrderBook {
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .build()
-            .map_err(|e| build_failed(WHAT, e))?;
+            .map_err(|e| PortError::failed(WHAT, e))?;
         let mut items = vec![TransactWriteItem::builder().put(marker).build()];
         for (sku, quantity) in &lines {
             let take = Update::builder()
@@ -151,7 +150,7 @@ impl OrderBook for DynamoOrderBook {
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .build()
-                .map_err(|e| build_failed(WHAT, e))?;
+                .map_err(|e| PortError::failed(WHAT, e))?;
             items.push(TransactWriteItem::builder().update(take).build());
         }
 

@@ -1,13 +1,12 @@
 //! [`OrderBook`] on SQLite: stock seeded from the catalog, reservations taken with conditional
-//! decrements in one transaction, confirmed orders stored once.
+//! decrements in one transaction, confirmed orders stored once. The tables are in the file's
+//! schema (`ackflow-sqlite`'s first migration): `stock`, `reservations`, `orders`.
 
 use ackflow_core::{async_trait, JobId, PortError};
-use ackflow_processors::order::{
-    merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG,
-};
-use rusqlite::{params, Connection, OptionalExtension};
+use ackflow_sqlite::rusqlite::{params, Connection, OptionalExtension};
+use ackflow_sqlite::{write_tx, Db, DbError};
 
-use crate::db::{write_tx, Db, DbError};
+use super::{merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
 
 /// The `order` processor's data on the single machine.
 #[derive(Debug, Clone)]
@@ -38,10 +37,10 @@ impl SqliteOrderBook {
     }
 }
 
-pub(crate) const HAS_RESERVATION: &str = "SELECT 1 FROM reservations WHERE order_id = ?1 LIMIT 1";
-pub(crate) const TAKE_STOCK: &str =
+const HAS_RESERVATION: &str = "SELECT 1 FROM reservations WHERE order_id = ?1 LIMIT 1";
+const TAKE_STOCK: &str =
     "UPDATE stock SET available = available - ?2 WHERE sku = ?1 AND available >= ?2";
-pub(crate) const AVAILABLE: &str = "SELECT available FROM stock WHERE sku = ?1";
+const AVAILABLE: &str = "SELECT available FROM stock WHERE sku = ?1";
 
 enum Refusal {
     OutOfStock {
@@ -154,5 +153,36 @@ impl OrderBook for SqliteOrderBook {
                     .transpose()
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ackflow_sqlite::{Db, Durability};
+
+    use super::{AVAILABLE, HAS_RESERVATION, TAKE_STOCK};
+
+    /// Every statement of a reservation is answered through a primary key, checked with
+    /// `EXPLAIN QUERY PLAN` against the real schema: a change that brings back a table scan
+    /// fails here rather than under load.
+    #[test]
+    fn order_book_statements_use_primary_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("plans.db"), Durability::Normal).expect("open");
+        for (sql, table) in [
+            (HAS_RESERVATION, "reservations"),
+            (TAKE_STOCK, "stock"),
+            (AVAILABLE, "stock"),
+        ] {
+            let plan = db.query_plan(sql).expect("explain");
+            assert!(
+                !plan.contains(&format!("SCAN {table}")),
+                "{sql}\nscans:\n{plan}"
+            );
+            assert!(
+                plan.contains("PRIMARY KEY"),
+                "{sql}\nno primary key:\n{plan}"
+            );
+        }
     }
 }
