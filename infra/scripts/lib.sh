@@ -91,13 +91,13 @@ start_ackflow_serve() {
     fi
     if ! kill -0 "$serve_pid" 2>/dev/null; then
       wait "$serve_pid" 2>/dev/null || true
-      echo "error: ackflow serve exited; see $stderr_log" >&2
+      echo "error: ackflow serve exited" >&2
       return 1
     fi
     sleep 0.1
   done
   kill "$serve_pid" 2>/dev/null || true
   wait "$serve_pid" 2>/dev/null || true
-  echo "error: ackflow serve did not say where it listens within 30 s; see $stdout_log" >&2
+  echo "error: ackflow serve did not say where it listens within 30 s" >&2
   return 1
 }
