@@ -91,13 +91,9 @@ impl Harness {
                 body_limit: BODY_LIMIT,
                 ..Settings::default()
             };
-            let backend = SqliteBackend::open(
-                &dir.path().join("fuzz.db"),
-                Durability::Normal,
-                &settings,
-                clock.clone(),
-            )
-            .expect("db");
+            let path = dir.path().join("fuzz.db");
+            let backend = SqliteBackend::open(&path, Durability::Normal, &settings, clock.clone())
+                .expect("db");
             let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
             let registry = ackflow_processors::registry_with(book, clock.clone(), true);
             let app = Arc::new(backend.ackflow(registry, clock, settings));

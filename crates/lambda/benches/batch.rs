@@ -39,13 +39,9 @@ fn app_with_finished_batch(
 ) -> (Ackflow, Value) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = Settings::default();
-    let backend = SqliteBackend::open(
-        &dir.join("ackflow.db"),
-        Durability::Normal,
-        &settings,
-        clock.clone(),
-    )
-    .expect("db");
+    let path = dir.join("ackflow.db");
+    let backend =
+        SqliteBackend::open(&path, Durability::Normal, &settings, clock.clone()).expect("db");
     let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
     let registry = ackflow_processors::registry_with(book, clock.clone(), true);
     let app = backend.ackflow(registry, clock, settings);

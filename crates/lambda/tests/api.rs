@@ -119,13 +119,9 @@ fn api(owners: JwtOwners) -> Api {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = Settings::default();
-    let backend = SqliteBackend::open(
-        &dir.path().join("ackflow.db"),
-        Durability::Normal,
-        &settings,
-        clock.clone(),
-    )
-    .expect("db");
+    let path = dir.path().join("ackflow.db");
+    let backend =
+        SqliteBackend::open(&path, Durability::Normal, &settings, clock.clone()).expect("db");
     let app = Arc::new(backend.ackflow(Registry::new().with(Demo::new()), clock, settings));
     Api {
         router: router(ApiState::new(app, Arc::new(owners))),

@@ -29,13 +29,9 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let settings = Settings::default();
-    let backend = SqliteBackend::open(
-        &dir.path().join("ackflow.db"),
-        Durability::Normal,
-        &settings,
-        clock.clone(),
-    )
-    .expect("db");
+    let path = dir.path().join("ackflow.db");
+    let backend =
+        SqliteBackend::open(&path, Durability::Normal, &settings, clock.clone()).expect("db");
     let app = backend.ackflow(
         Registry::new().with(Demo::new()),
         clock.clone(),

@@ -41,13 +41,9 @@ pub fn pipeline() -> Pipeline {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = Settings::default();
-    let backend = SqliteBackend::open(
-        &dir.path().join("ackflow.db"),
-        Durability::Normal,
-        &settings,
-        clock.clone(),
-    )
-    .expect("db");
+    let path = dir.path().join("ackflow.db");
+    let backend =
+        SqliteBackend::open(&path, Durability::Normal, &settings, clock.clone()).expect("db");
     let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
     let registry = ackflow_processors::registry_with(book, clock.clone(), true);
     let app = Arc::new(backend.ackflow(registry, clock, settings));

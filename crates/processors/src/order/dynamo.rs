@@ -62,28 +62,34 @@ impl DynamoOrderBook {
             let mut stock = key(stock_pk(item.sku), STOCK);
             stock.insert("sku".into(), s(item.sku));
             stock.insert("available".into(), n(item.initial_stock));
-            let outcome = self
-                .client
-                .put_item()
-                .table_name(&*self.table)
-                .set_item(Some(stock))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .send()
-                .await;
-            match outcome {
-                Ok(_) => Ok(()),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(classify(WHAT, e)),
-            }
+            self.put_once(WHAT, stock).await
         });
         futures_util::future::try_join_all(puts).await?;
         Ok(())
+    }
+
+    /// Puts `item` unless an item with its key exists; an existing one is left as it is and
+    /// counts as done (a second seeding, a retried confirmation).
+    async fn put_once(&self, what: &'static str, item: Item) -> Result<(), PortError> {
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(what, e)),
+        }
     }
 
     async fn stock_of(&self, sku: &str) -> Result<Option<u32>, PortError> {
@@ -199,25 +205,7 @@ impl OrderBook for DynamoOrderBook {
         const WHAT: &str = "store an order";
         let mut item: HashMap<_, _> = to_item(order).map_err(|e| PortError::failed(WHAT, e))?;
         item.extend(key(order_pk(order.order_id), ORDER));
-        let outcome = self
-            .client
-            .put_item()
-            .table_name(&*self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match outcome {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify(WHAT, e)),
-        }
+        self.put_once(WHAT, item).await
     }
 
     async fn available(&self, sku: &str) -> Result<Option<u32>, PortError> {
