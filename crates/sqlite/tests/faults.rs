@@ -480,3 +480,139 @@ async fn every_failure_point_of_the_sweepers_deadline_ends_with_the_job_failed_i
 async fn every_failure_point_of_the_redrive_ends_with_the_job_succeeded_once_rerun() {
     every_failure_point(Case::Redrive).await;
 }
+
+// ---- lost answers and failed outcome writes: finished work is not redone ----------------------
+
+/// Counts its runs; reports progress once, after moving the world's clock past the progress
+/// interval so that the report is written.
+#[derive(Debug)]
+struct CountsRuns {
+    runs: Arc<std::sync::atomic::AtomicUsize>,
+    clock: Arc<ManualClock>,
+}
+
+#[ackflow_core::async_trait]
+impl ackflow_core::Processor for CountsRuns {
+    fn kind(&self) -> ackflow_core::Kind {
+        ackflow_core::Kind::parse("counted").expect("kind")
+    }
+
+    fn validate(&self, _input: &Value) -> Result<(), Vec<ackflow_core::FieldError>> {
+        Ok(())
+    }
+
+    async fn process(
+        &self,
+        _input: Value,
+        ctx: &ackflow_core::JobContext,
+    ) -> Result<Value, ackflow_core::ProcessError> {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.clock.advance(settings().progress_interval);
+        ctx.progress(50, "half way").await;
+        Ok(json!({"done": true}))
+    }
+}
+
+/// One job of the counting kind, accepted without faults, and the worker's handling of its
+/// first delivery with `fault` injected on the `nth` store write of that handling (0: the
+/// attempt's start, 1: its progress, 2: its outcome). Returns the job as stored afterwards,
+/// the disposition, and how often the processor ran.
+async fn handle_once_with(
+    nth: usize,
+    fault: Fault,
+) -> (ackflow_core::Job, ackflow_core::Disposition, usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
+    let plan = FaultPlan::with_clock(clock.clone());
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = settings();
+    let backend = ackflow_sqlite::SqliteBackend::open(
+        &dir.path().join("ackflow.db"),
+        Durability::Normal,
+        &s,
+        clock.clone(),
+    )
+    .expect("db opens");
+    let registry = ackflow_core::Registry::new().with(CountsRuns {
+        runs: runs.clone(),
+        clock: clock.clone(),
+    });
+    let store = Arc::new(FaultyStore::new(
+        backend.store.as_ref().clone(),
+        plan.clone(),
+    ));
+    let app = Ackflow::new(
+        store,
+        backend.queue.clone(),
+        registry,
+        clock.clone(),
+        s.clone(),
+    );
+
+    plan.pause();
+    let accepted = app
+        .accept(Submission {
+            kind: "counted".to_owned(),
+            ..submission(&json!({}))
+        })
+        .await
+        .expect("accept");
+    plan.inject_on(ackflow_testkit::faults::Op::StoreUpdate, nth, fault);
+    plan.resume();
+    let batch = app
+        .queue()
+        .receive(1, s.visibility_timeout)
+        .await
+        .expect("receive");
+    let disposition = app.handle(batch.first().expect("the job's message")).await;
+    let job = backend
+        .store
+        .get(&owner(), accepted.job.id)
+        .await
+        .expect("get")
+        .expect("the job");
+    let injected = plan.injected();
+    assert_eq!(
+        injected.len(),
+        1,
+        "the fault was injected once: {injected:?}"
+    );
+    (
+        job,
+        disposition,
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+    )
+}
+
+#[tokio::test]
+async fn a_start_whose_answer_was_lost_and_whose_retry_met_it_runs_the_attempt() {
+    let (job, disposition, runs) = handle_once_with(0, Fault::Replayed).await;
+    assert_eq!(runs, 1);
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(disposition, ackflow_core::Disposition::Delete);
+}
+
+#[tokio::test]
+async fn progress_whose_answer_was_lost_and_whose_retry_met_it_does_not_end_the_attempt() {
+    let (job, disposition, runs) = handle_once_with(1, Fault::Replayed).await;
+    assert_eq!(runs, 1);
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(disposition, ackflow_core::Disposition::Delete);
+}
+
+#[tokio::test]
+async fn an_outcome_write_that_fails_once_is_retried_within_the_lease() {
+    for fault in [Fault::Unavailable, Fault::Ambiguous, Fault::Lost] {
+        let (job, disposition, runs) = handle_once_with(2, fault).await;
+        assert_eq!(runs, 1, "{fault:?}");
+        assert_eq!(job.state, JobState::Succeeded, "{fault:?}: {job:?}");
+        assert_eq!(disposition, ackflow_core::Disposition::Delete, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_write_that_fails_for_good_is_given_up_and_the_job_left_to_its_lease() {
+    let (job, _, runs) = handle_once_with(2, Fault::Failed).await;
+    assert_eq!(runs, 1);
+    assert_eq!(job.state, JobState::Running, "{job:?}");
+}

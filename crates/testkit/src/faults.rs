@@ -26,7 +26,9 @@
 //! A scenario test that means one failure rather than all of them switches a fault on and off
 //! for one operation ([`FaultPlan::inject_every`], [`FaultPlan::clear`]: an outage that lasts as
 //! long as the test says), or holds the calls of one operation until it lets them through
-//! ([`FaultPlan::hold`]: a send that hangs while its client goes away). The wrappers are then
+//! ([`FaultPlan::hold`]: a send that hangs while its client goes away), or injects a fault the
+//! matrix leaves out ([`Fault::Lost`], and [`Fault::Replayed`]: a write that landed, whose retry
+//! met it). The wrappers are then
 //! the only pass-through ports the tests need: every call the test does not touch reaches the
 //! wrapped port unchanged.
 //!
@@ -158,6 +160,12 @@ pub enum Fault {
     /// The call is not made and fails with [`PortError::Ambiguous`]: a timeout before the
     /// request reached the backend, which the caller cannot tell from [`Fault::Ambiguous`].
     Lost,
+    /// The call happens (a write takes effect) and its answer is lost; the client's own retry
+    /// then meets the write it made, so a conditional store write answers
+    /// [`WriteError::Conflict`] (DynamoDB's `PutItem` carries no idempotency token, and this is
+    /// what the SDK's retry of one whose answer was cut gets). Any other call fails as with
+    /// [`Fault::Ambiguous`].
+    Replayed,
 }
 
 impl Fault {
@@ -182,6 +190,7 @@ impl Fault {
             Fault::Ambiguous => "ambiguous",
             Fault::CrashAfterWrite => "crash",
             Fault::Lost => "lost",
+            Fault::Replayed => "replayed",
         }
     }
 }
@@ -251,6 +260,25 @@ enum Step {
     Delay(Duration),
     /// Make the call, then fail whatever it returned.
     ThenFail(PortError),
+    /// Make the call, then answer as its replay would ([`Fault::Replayed`]).
+    Replay(PortError),
+}
+
+/// What a wrapped call answers: any port error, and for a conditional write its own conflict.
+trait Answer: From<PortError> {
+    /// The answer of a replayed call whose first try took effect; `None` where the call has no
+    /// answer of its own for that, and the replay fails like a timeout.
+    fn replayed() -> Option<Self> {
+        None
+    }
+}
+
+impl Answer for PortError {}
+
+impl Answer for WriteError {
+    fn replayed() -> Option<Self> {
+        Some(WriteError::Conflict)
+    }
 }
 
 impl FaultPlan {
@@ -398,6 +426,14 @@ impl FaultPlan {
                     why: "timed out; outcome unknown",
                 },
             )),
+            Some(Fault::Replayed) => Step::Replay(PortError::ambiguous(
+                op.name(),
+                Injected {
+                    op,
+                    call: index,
+                    why: "answer lost; the retry met the first try's write",
+                },
+            )),
             Some(Fault::Lost) => Step::Refuse(PortError::ambiguous(
                 op.name(),
                 Injected {
@@ -433,7 +469,7 @@ impl FaultPlan {
     async fn run<T, E, F>(&self, op: Op, call: F) -> Result<T, E>
     where
         F: std::future::Future<Output = Result<T, E>>,
-        E: From<PortError>,
+        E: Answer,
     {
         let hold = {
             let state = self.lock();
@@ -455,6 +491,10 @@ impl FaultPlan {
                 // The outcome is dropped on purpose: the caller cannot know it.
                 let _ = call.await;
                 Err(e.into())
+            }
+            Step::Replay(e) => {
+                let _ = call.await;
+                Err(E::replayed().unwrap_or_else(|| e.into()))
             }
         }
     }

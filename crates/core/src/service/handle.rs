@@ -274,7 +274,7 @@ impl Ackflow {
                 )
             }
         };
-        match self.write(&current, change, result.as_ref()).await {
+        match self.write_outcome(&current, change, result.as_ref()).await {
             Ok(_) => Ok(disposition),
             Err(TransitionError::Port(e)) => Err(e),
             Err(TransitionError::Conflict | TransitionError::Illegal(_)) => {
@@ -292,6 +292,50 @@ impl Ackflow {
             }
         }
     }
+
+    /// Writes an attempt's outcome, retrying a store that is unavailable (or whose answer was
+    /// lost) for as long as the attempt's lease lasts: the work is done, and dropping it would have the processor run again once
+    /// the lease runs out. The write is fenced on the revision, so a retry can never overwrite a
+    /// job someone else took over. Past the lease, the error is returned and the delivery comes
+    /// back as after any failed write.
+    async fn write_outcome(
+        &self,
+        current: &Job,
+        change: Change,
+        result: Option<&Value>,
+    ) -> Result<Job, TransitionError> {
+        // The lease is measured once on the job's clock and then waited out on tokio's, so a
+        // store that never recovers cannot keep the worker here past the lease.
+        let lease_left = current
+            .running_until
+            .map_or(Duration::ZERO, |until| until.since(self.clock.now()));
+        let give_up_at = tokio::time::Instant::now() + lease_left;
+        let mut retry = 0;
+        loop {
+            let error = match self.write(current, change.clone(), result).await {
+                // An outage or a lost answer may pass; a permanent failure will not.
+                Err(TransitionError::Port(
+                    e @ (PortError::Unavailable { .. } | PortError::Ambiguous { .. }),
+                )) => e,
+                other => return other,
+            };
+            let delay = outcome_retry_delay(retry);
+            if tokio::time::Instant::now() + delay >= give_up_at {
+                warn!(job_id = %current.id, retries = retry, error = %error_chain(&error), "the attempt's outcome could not be written within its lease; the delivery will come back");
+                return Err(TransitionError::Port(error));
+            }
+            retry += 1;
+            warn!(job_id = %current.id, retry, retry_in = ?delay, error = %error_chain(&error), "the attempt's outcome was not written; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The wait before retry `n` of an outcome's write: 100 ms doubling up to 2 s, with jitter so
+/// that the workers of one outage do not return together.
+fn outcome_retry_delay(n: u32) -> Duration {
+    let cap_ms = 100u64 << n.min(4);
+    Duration::from_millis(fastrand::u64(cap_ms / 2..=cap_ms))
 }
 
 /// How an attempt ended, before it is written.

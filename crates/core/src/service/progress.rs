@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::debug;
 
+use super::write::holds;
 use crate::report::Deltas;
 use crate::{
     Change, Clock, Job, JobStore, Progress, ProgressSink, Settings, Timestamp, WriteError,
@@ -76,7 +77,13 @@ impl ProgressSink for StoreProgress {
             .await
         {
             Ok(()) => *state = (after, now),
-            Err(WriteError::Conflict) => self.abandoned.store(true, Ordering::Relaxed),
+            Err(WriteError::Conflict) => match holds(self.store.as_ref(), &after).await {
+                // The write landed and only its answer was lost: the attempt goes on.
+                Ok(true) => *state = (after, now),
+                // Someone else wrote (the lease ran out, the sweeper failed the job), or the
+                // store cannot say: the attempt's outcome would be fenced out anyway.
+                Ok(false) | Err(_) => self.abandoned.store(true, Ordering::Relaxed),
+            },
             Err(WriteError::Port(e)) => {
                 debug!(job_id = %state.0.id, error = %e, "progress not written");
                 state.0.progress = progress;

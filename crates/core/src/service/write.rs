@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::Ackflow;
 use crate::report::Deltas;
-use crate::{telemetry, Change, IllegalTransition, Job, PortError, WriteError};
+use crate::{telemetry, Change, IllegalTransition, Job, JobStore, PortError, WriteError};
 
 /// Conditional writes that lost a race are retried this often before giving up.
 pub(super) const CAS_ROUNDS: usize = 4;
@@ -39,8 +39,28 @@ impl Ackflow {
                 telemetry::transition(job, &after);
                 Ok(after)
             }
-            Err(WriteError::Conflict) => Err(TransitionError::Conflict),
+            Err(WriteError::Conflict) => {
+                if holds(self.store.as_ref(), &after)
+                    .await
+                    .map_err(TransitionError::Port)?
+                {
+                    telemetry::transition(job, &after);
+                    Ok(after)
+                } else {
+                    Err(TransitionError::Conflict)
+                }
+            }
             Err(WriteError::Port(e)) => Err(TransitionError::Port(e)),
         }
     }
+}
+
+/// Whether the store holds exactly `written`: asked after a conditional write answered a
+/// conflict. A write can take effect and lose its answer; the client's retry of it then meets
+/// its own revision and is refused (DynamoDB's `PutItem` carries no idempotency token, so the
+/// SDK's retry of a write whose answer was cut does exactly this). Every write stamps
+/// `updated_at` and bumps the revision, so no other writer leaves the same job behind: equal
+/// means this write landed, with its result and aggregates, which it wrote atomically.
+pub(super) async fn holds(store: &dyn JobStore, written: &Job) -> Result<bool, PortError> {
+    Ok(store.get(&written.owner, written.id).await?.as_ref() == Some(written))
 }
