@@ -584,29 +584,29 @@ async fn handle_once_with(
     )
 }
 
+/// With `fault` on the `nth` store write of the handling, the processor ran once, the job
+/// succeeded and its message is deleted.
+async fn assert_done_once_despite(nth: usize, fault: Fault) {
+    let (job, disposition, runs) = handle_once_with(nth, fault).await;
+    assert_eq!(runs, 1, "{fault:?}");
+    assert_eq!(job.state, JobState::Succeeded, "{fault:?}: {job:?}");
+    assert_eq!(disposition, ackflow_core::Disposition::Delete, "{fault:?}");
+}
+
 #[tokio::test]
 async fn a_start_whose_answer_was_lost_and_whose_retry_met_it_runs_the_attempt() {
-    let (job, disposition, runs) = handle_once_with(0, Fault::Replayed).await;
-    assert_eq!(runs, 1);
-    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-    assert_eq!(disposition, ackflow_core::Disposition::Delete);
+    assert_done_once_despite(0, Fault::Replayed).await;
 }
 
 #[tokio::test]
 async fn progress_whose_answer_was_lost_and_whose_retry_met_it_does_not_end_the_attempt() {
-    let (job, disposition, runs) = handle_once_with(1, Fault::Replayed).await;
-    assert_eq!(runs, 1);
-    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-    assert_eq!(disposition, ackflow_core::Disposition::Delete);
+    assert_done_once_despite(1, Fault::Replayed).await;
 }
 
 #[tokio::test]
 async fn an_outcome_write_that_fails_once_is_retried_within_the_lease() {
     for fault in [Fault::Unavailable, Fault::Ambiguous, Fault::Lost] {
-        let (job, disposition, runs) = handle_once_with(2, fault).await;
-        assert_eq!(runs, 1, "{fault:?}");
-        assert_eq!(job.state, JobState::Succeeded, "{fault:?}: {job:?}");
-        assert_eq!(disposition, ackflow_core::Disposition::Delete, "{fault:?}");
+        assert_done_once_despite(2, fault).await;
     }
 }
 
