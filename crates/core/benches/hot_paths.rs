@@ -1,4 +1,4 @@
-//! The CPU work of the core's hot paths, apart from any I/O (issue #7, item 5):
+//! The CPU work of the core's hot paths, apart from any I/O:
 //!
 //! - `accept/*`: what accepting a `demo` job costs before the store write — decode the request
 //!   body, check the kind, validate the input with the shipped `demo` processor, build the job

@@ -1,6 +1,6 @@
 //! # ackflow-lambda-bench
 //!
-//! What `infra/scripts/bench-lambda` measures the Lambda functions with (issue #7): a stub of
+//! What `infra/scripts/bench-lambda` measures the Lambda functions with: a stub of
 //! the [Lambda Runtime API] ([`runtime_api`]) that the `runtime-stub` binary serves on
 //! 127.0.0.1 while it execs one function binary, and the measuring helpers it uses
 //! ([`process_cpu`], [`percentile`], [`check_response`]). The `hello` binary is the

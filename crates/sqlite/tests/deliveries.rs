@@ -1,6 +1,6 @@
-//! Property tests of duplicate, late and out-of-order deliveries (issue #5, "duplicates";
-//! SPEC.md invariant 3): a job never moves backwards, never runs again after it succeeded,
-//! never loses or changes its result, and its attempts never decrease.
+//! Property tests of duplicate, late and out-of-order deliveries: a job never moves backwards,
+//! never runs again after it succeeded, never loses or changes its result, and its attempts
+//! never decrease.
 //!
 //! Two levels:
 //! - `pure`: random interleavings of workers holding stale copies of a job, the sweeper, the
