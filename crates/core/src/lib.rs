@@ -50,8 +50,8 @@ pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry,
 pub use report::{Deltas, Report};
 pub use service::dlq::{DeadLetterView, RedriveAction, RedriveReport, Redriven};
 pub use service::{
-    AcceptError, Accepted, Ackflow, Deleter, Disposition, JobError, JobStatus, Settled, Submission,
-    SweepReport,
+    AcceptError, Accepted, Ackflow, Deleter, Disposition, JobError, JobStatus, Recorded, Settled,
+    Submission, SweepReport,
 };
 pub use settings::{Settings, SettingsError};
 pub use telemetry::{InvalidTraceHeader, TraceHeader};

@@ -52,6 +52,10 @@ pub struct Problem {
     /// Validation errors, each with a JSON pointer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The job a 503 after a possibly recorded job names ([`Problem::not_queued`]); its path
+    /// is the problem's `instance` and the answer's `Location`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<crate::JobId>,
 }
 
 impl Problem {
@@ -64,6 +68,7 @@ impl Problem {
             detail: detail.into(),
             instance: None,
             errors: Vec::new(),
+            job_id: None,
         }
     }
 
@@ -235,6 +240,43 @@ impl Problem {
             "The service cannot take requests right now and nothing was accepted. Try again in a moment; \
              with the same Idempotency-Key a retry is safe.",
         )
+    }
+
+    /// 503: the job `job` was recorded (`recorded`), or may have been, but is not known to be
+    /// on the queue. The advice depends on whether the client sent an Idempotency-Key
+    /// (`keyed`): with one, a retry is safe and returns this job; without one, a second
+    /// submission could do the work twice, so the client should look at the job first.
+    pub fn not_queued(job: crate::JobId, recorded: bool, keyed: bool) -> Self {
+        let path = format!("/v1/jobs/{job}");
+        let what = if recorded {
+            format!("Job {job} was recorded, but the service could not confirm that it was queued.")
+        } else {
+            format!(
+                "The service could not confirm whether job {job} was recorded, nor that it was queued."
+            )
+        };
+        let advice = match (keyed, recorded) {
+            (true, _) => format!(
+                "Try again in a moment with the same Idempotency-Key: the retry answers with this job \
+                 and queues it if it needs to be. You can also follow it at {path}."
+            ),
+            (false, true) => format!(
+                "Do not submit it again: look at it at {path} first. It either runs or says why it could not."
+            ),
+            (false, false) => format!(
+                "Look at {path} before submitting again: if it is there, it runs or says why it \
+                 could not; if it is not found, nothing was recorded and you can submit again."
+            ),
+        };
+        let mut problem = Self::new(
+            "service-unavailable",
+            503,
+            "Service unavailable",
+            format!("{what} {advice}"),
+        )
+        .with_instance(path);
+        problem.job_id = Some(job);
+        problem
     }
 
     /// 500: something unexpected; the details are in the logs.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use ackflow_core::error_chain;
-use ackflow_core::{AcceptError, JobError, JobId, PortError, Problem};
+use ackflow_core::{AcceptError, JobError, JobId, PortError, Problem, Recorded};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::error;
@@ -30,6 +30,19 @@ pub enum ApiError {
     Unavailable {
         /// The job the request was about, for the log.
         job: Option<JobId>,
+        /// What failed.
+        #[source]
+        source: PortError,
+    },
+    /// A job was recorded, or may have been, but is not known to be queued: 503 with
+    /// `Retry-After`, the job's id in the body and its `Location`, so that the client follows
+    /// it instead of submitting the work again.
+    #[error("job {job} may have been recorded but is not known to be queued")]
+    NotQueued {
+        /// The job.
+        job: JobId,
+        /// What the client is told ([`Problem::not_queued`]).
+        problem: Box<Problem>,
         /// What failed.
         #[source]
         source: PortError,
@@ -73,6 +86,7 @@ impl ApiError {
         match self {
             Self::Problem(p) => p.as_ref().clone(),
             Self::Unavailable { .. } => Problem::unavailable(),
+            Self::NotQueued { problem, .. } => problem.as_ref().clone(),
             Self::Internal { .. } => Problem::internal(),
         }
     }
@@ -88,9 +102,16 @@ impl From<AcceptError> for ApiError {
     fn from(e: AcceptError) -> Self {
         match e {
             AcceptError::Unavailable(source) => Self::port(None, source),
-            // Recorded but not queued: a keyed retry recovers it, whatever the queue said.
-            AcceptError::NotQueued { job, source } => Self::Unavailable {
-                job: Some(job),
+            // Whatever the queue said: a keyed retry recovers the job, a look at it tells a
+            // keyless client whether to submit again.
+            AcceptError::NotQueued {
+                job,
+                recorded,
+                keyed,
+                source,
+            } => Self::NotQueued {
+                job,
+                problem: Box::new(Problem::not_queued(job, recorded == Recorded::Yes, keyed)),
                 source,
             },
             other => other.problem().into(),
@@ -105,16 +126,24 @@ impl IntoResponse for ApiError {
             Self::Unavailable { job, source } => {
                 error!(job_id = job.map(tracing::field::display), error = %error_chain(source), "backend unavailable; answered 503");
             }
+            Self::NotQueued { job, source, .. } => {
+                error!(job_id = %job, error = %error_chain(source), "job not known to be queued; answered 503 naming it");
+            }
             Self::Internal { job, source } => {
                 error!(job_id = job.map(tracing::field::display), error = %error_chain(source.as_ref()), "unexpected error; answered 500");
             }
         }
         let mut response = problem_response(&self.problem());
-        if matches!(self, Self::Unavailable { .. }) {
+        if matches!(self, Self::Unavailable { .. } | Self::NotQueued { .. }) {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 retry_after_value(UNAVAILABLE_RETRY_AFTER),
             );
+        }
+        if let Self::NotQueued { job, .. } = &self {
+            if let Ok(location) = HeaderValue::from_str(&crate::view::job_path(*job)) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
         }
         response
     }

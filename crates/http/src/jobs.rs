@@ -65,9 +65,16 @@ const REVALIDATE: &str = "private, no-cache";
             body = ProblemSchema, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected error; nothing is known to have been accepted.",
             body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The queue or the store is unavailable; nothing was accepted. Retrying with the same Idempotency-Key is safe.",
+        (status = 503, description = "The queue or the store is unavailable. Without `job_id`, nothing was accepted. \
+            With `job_id` (and `Location`), the job was recorded, or may have been, but is not known to be queued: \
+            `detail` says which. Retrying with the same Idempotency-Key is safe either way and answers with that job; \
+            without a key, look at the job first: if it exists it runs (or says why it could not), and only a `404` \
+            there means nothing was recorded.",
             body = ProblemSchema, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+            headers(
+                ("Retry-After" = u64, description = "Seconds to wait before trying again."),
+                ("Location" = String, description = "With `job_id` only: the job's address.")
+            )),
     )
 )]
 pub(crate) async fn submit(

@@ -389,6 +389,12 @@ pub struct ProblemSchema {
     /// Validation errors, each located by a JSON pointer into the request body.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldErrorSchema>,
+    /// On a `503` to a submission only: the job that was recorded, or may have been, though it
+    /// is not known to be queued. Look at it (the answer's `Location`) before submitting the
+    /// work again without an Idempotency-Key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub job_id: Option<String>,
 }
 
 /// One invalid part of a request.

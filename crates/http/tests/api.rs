@@ -886,16 +886,15 @@ async fn the_openapi_document_describes_every_route() {
         assert!(accepted_headers[header].is_object(), "202 lacks {header}");
     }
     // The Problem schema names exactly the fields a Problem is written with.
-    let written = serde_json::to_value(
+    let mut written = BTreeSet::new();
+    for problem in [
         ackflow_core::Problem::invalid_input(vec![FieldError::new("/a", "b")]).with_instance("/x"),
-    )
-    .expect("json");
-    let written: BTreeSet<&str> = written
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+        ackflow_core::Problem::not_queued(JobId::random(), true, false),
+    ] {
+        let json = serde_json::to_value(problem).expect("json");
+        written.extend(json.as_object().expect("object").keys().cloned());
+    }
+    let written: BTreeSet<&str> = written.iter().map(String::as_str).collect();
     let described: BTreeSet<&str> = doc["components"]["schemas"]["Problem"]["properties"]
         .as_object()
         .expect("Problem schema")
@@ -984,6 +983,39 @@ async fn a_store_that_is_down_is_a_503_with_retry_after_and_no_internals() {
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_job_recorded_but_not_known_to_be_queued_is_a_503_naming_it() {
+    // Every send times out: the job is recorded, its message may or may not be on the queue.
+    let faults = ackflow_testkit::faults::FaultPlan::new();
+    faults.inject_every(
+        ackflow_testkit::faults::Op::QueueSend,
+        ackflow_testkit::faults::Fault::Lost,
+    );
+    let t = TestApp::builder()
+        .settings(settings())
+        .queue(move |queue| Arc::new(ackflow_testkit::faults::FaultyQueue::new(queue, faults)))
+        .start();
+    let answer = t.send(post_json(&echo("hi").to_string())).await;
+    let p = answer.problem(503);
+    assert_eq!(p["type"], "urn:ackflow:problem:service-unavailable");
+    assert!(answer.header(RETRY_AFTER).is_some());
+    let id = p["job_id"].as_str().expect("the job's id").to_owned();
+    let path = format!("/v1/jobs/{id}");
+    assert_eq!(answer.header(LOCATION), Some(path.as_str()));
+    assert_eq!(p["instance"], path.as_str());
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Do not submit it again"),
+        "{p}"
+    );
+    // And the job is there to follow.
+    let followed = t.get(&path).await;
+    assert_eq!(followed.status, StatusCode::OK);
+    assert_eq!(followed.json()["state"], "queued");
 }
 
 /// A resolver with a bug.

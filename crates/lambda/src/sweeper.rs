@@ -19,6 +19,9 @@ pub struct SweepSummary {
     pub resent: u32,
     /// Expired terminal jobs deleted (0 on DynamoDB, whose TTL deletes them).
     pub purged: u64,
+    /// Jobs the sweep could not act on this time (the store or queue failed for them); they
+    /// stay due for the next sweep.
+    pub errors: u32,
 }
 
 impl From<SweepReport> for SweepSummary {
@@ -27,11 +30,13 @@ impl From<SweepReport> for SweepSummary {
             failed: r.failed,
             resent: r.resent,
             purged: r.purged,
+            errors: r.errors,
         }
     }
 }
 
-/// The sweep could not finish: the store is unavailable. The invocation fails (EventBridge
+/// The sweep could not finish: the store's index of due jobs could not be read (one job's
+/// failed write does not end a sweep: it is counted in [`SweepSummary::errors`]). The invocation fails (EventBridge
 /// retries it, and the next period sweeps anyway); what was done before the error stays done.
 #[derive(Debug, thiserror::Error)]
 #[error("the sweep could not finish")]
@@ -60,6 +65,7 @@ pub async fn sweep(app: &Ackflow, event: LambdaEvent<Value>) -> Result<SweepSumm
                 failed = summary.failed,
                 resent = summary.resent,
                 purged = summary.purged,
+                errors = summary.errors,
                 scheduled_at,
                 "sweep done"
             );

@@ -60,7 +60,8 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
         SweepSummary {
             failed: 0,
             resent: 0,
-            purged: 0
+            purged: 0,
+            errors: 0
         }
     );
 
@@ -82,6 +83,6 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
     );
     assert_eq!(
         serde_json::to_value(summary).expect("serializes"),
-        json!({"failed": 1, "resent": 0, "purged": 0})
+        json!({"failed": 1, "resent": 0, "purged": 0, "errors": 0})
     );
 }

@@ -113,11 +113,14 @@ pub async fn sweep_periodically(app: Arc<Ackflow>, period: Duration, shutdown: C
             _ = ticks.tick() => {}
         }
         match app.sweep().await {
-            Ok(report) if report.failed + report.resent > 0 || report.purged > 0 => {
+            Ok(report)
+                if report.failed + report.resent + report.errors > 0 || report.purged > 0 =>
+            {
                 info!(
                     failed = report.failed,
                     resent = report.resent,
                     purged = report.purged,
+                    errors = report.errors,
                     "sweep"
                 );
             }

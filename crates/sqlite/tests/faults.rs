@@ -24,7 +24,7 @@ use ackflow_core::{
 use ackflow_processors::order::SqliteOrderBook;
 use ackflow_processors::registry_with;
 use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
-use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, FaultyStore};
+use ackflow_testkit::faults::{Fault, FaultPlan, FaultyQueue, FaultyStore, Op};
 use ackflow_testkit::invariants::{check_terminal_and_legal, drive_until_quiet};
 use serde_json::{json, Value};
 
@@ -513,6 +513,80 @@ impl ackflow_core::Processor for CountsRuns {
     }
 }
 
+/// An app on a fresh SQLite file whose store and queue go through one fault plan on a manual
+/// clock, for the one-job reproductions; `backend` reaches the file without faults.
+struct OneJob {
+    app: Ackflow,
+    backend: ackflow_sqlite::SqliteBackend,
+    plan: Arc<FaultPlan>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+impl OneJob {
+    fn new(
+        registry: impl FnOnce(
+            &ackflow_sqlite::SqliteBackend,
+            Arc<ManualClock>,
+        ) -> ackflow_core::Registry,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
+        let plan = FaultPlan::with_clock(clock.clone());
+        let s = settings();
+        let backend = ackflow_sqlite::SqliteBackend::open(
+            &dir.path().join("ackflow.db"),
+            Durability::Normal,
+            &s,
+            clock.clone(),
+        )
+        .expect("db opens");
+        let store = Arc::new(FaultyStore::new(
+            backend.store.as_ref().clone(),
+            plan.clone(),
+        ));
+        // A second handle on the backend's queue: the faults reach the app alone.
+        let faulty = ackflow_sqlite::SqliteBackend::on(backend.db.clone(), &s, clock.clone())
+            .expect("queue");
+        let queue = Arc::new(FaultyQueue::new(
+            Arc::into_inner(faulty.queue).expect("one handle"),
+            plan.clone(),
+        ));
+        let registry = registry(&backend, clock.clone());
+        let app = Ackflow::new(store, queue, registry, clock.clone(), s);
+        Self {
+            app,
+            backend,
+            plan,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// With the shipped processors (`demo` included).
+    fn shipped() -> Self {
+        Self::new(|backend, clock| {
+            let book = Arc::new(SqliteOrderBook::new(backend.db.clone()).expect("order book"));
+            registry_with(book, clock, true)
+        })
+    }
+
+    /// The jobs the file holds, whatever the faults.
+    async fn jobs(&self) -> Vec<ackflow_core::Job> {
+        self.backend
+            .store
+            .list(&owner(), &ListQuery::default())
+            .await
+            .expect("list")
+            .jobs
+    }
+
+    /// Messages waiting on the queue.
+    async fn waiting(&self) -> u64 {
+        self.backend.queue.depth().await.expect("depth").waiting
+    }
+}
+
 /// One job of the counting kind, accepted without faults, and the worker's handling of its
 /// first delivery with `fault` injected on the `nth` store write of that handling (0: the
 /// attempt's start, 1: its progress, 2: its outcome). Returns the job as stored afterwards,
@@ -521,33 +595,14 @@ async fn handle_once_with(
     nth: usize,
     fault: Fault,
 ) -> (ackflow_core::Job, ackflow_core::Disposition, usize) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_800_000_000_000)));
-    let plan = FaultPlan::with_clock(clock.clone());
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s = settings();
-    let backend = ackflow_sqlite::SqliteBackend::open(
-        &dir.path().join("ackflow.db"),
-        Durability::Normal,
-        &s,
-        clock.clone(),
-    )
-    .expect("db opens");
-    let registry = ackflow_core::Registry::new().with(CountsRuns {
-        runs: runs.clone(),
-        clock: clock.clone(),
+    let one = OneJob::new(|_, clock| {
+        ackflow_core::Registry::new().with(CountsRuns {
+            runs: runs.clone(),
+            clock,
+        })
     });
-    let store = Arc::new(FaultyStore::new(
-        backend.store.as_ref().clone(),
-        plan.clone(),
-    ));
-    let app = Ackflow::new(
-        store,
-        backend.queue.clone(),
-        registry,
-        clock.clone(),
-        s.clone(),
-    );
+    let (app, backend, plan, s) = (&one.app, &one.backend, &one.plan, settings());
 
     plan.pause();
     let accepted = app
@@ -557,7 +612,7 @@ async fn handle_once_with(
         })
         .await
         .expect("accept");
-    plan.inject_on(ackflow_testkit::faults::Op::StoreUpdate, nth, fault);
+    plan.inject_on(Op::StoreUpdate, nth, fault);
     plan.resume();
     let batch = app
         .queue()
@@ -615,4 +670,118 @@ async fn an_outcome_write_that_fails_for_good_is_given_up_and_the_job_left_to_it
     let (job, _, runs) = handle_once_with(2, Fault::Failed).await;
     assert_eq!(runs, 1);
     assert_eq!(job.state, JobState::Running, "{job:?}");
+}
+
+// ---- accept: a 503 tells the truth about the job --------------------------------------------
+
+/// A keyless `demo` submission, and one with [`KEY`].
+fn demo(keyed: bool) -> Submission {
+    Submission {
+        kind: "demo".to_owned(),
+        idempotency_key: keyed.then(|| IdempotencyKey::parse(KEY).expect("key")),
+        ..submission(&json!({}))
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_landed_though_it_answered_an_error_is_accepted_and_queued() {
+    // The write happens, its answer does not come back: without a read, a keyless client is
+    // told nothing was accepted while the sweeper later runs the job.
+    for keyed in [false, true] {
+        let one = OneJob::shipped();
+        one.plan.inject_on(Op::StoreCreate, 0, Fault::Ambiguous);
+        let accepted = one.app.accept(demo(keyed)).await.expect("accepted");
+        let jobs = one.jobs().await;
+        assert_eq!(jobs.len(), 1, "keyed {keyed}");
+        assert_eq!(jobs[0].id, accepted.job.id);
+        assert_eq!(one.waiting().await, 1, "its message is on the queue");
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_did_not_land_says_nothing_was_accepted() {
+    let one = OneJob::shipped();
+    one.plan.inject_on(Op::StoreCreate, 0, Fault::Lost);
+    let e = one.app.accept(demo(false)).await.expect_err("refused");
+    assert!(matches!(e, AcceptError::Unavailable(_)), "{e:?}");
+    assert_eq!(e.problem().job_id, None);
+    assert!(e.problem().detail.contains("nothing was accepted"));
+    assert!(one.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_create_whose_fate_cannot_be_read_names_the_job_that_may_exist() {
+    for keyed in [false, true] {
+        let one = OneJob::shipped();
+        one.plan.inject_on(Op::StoreCreate, 0, Fault::Ambiguous);
+        one.plan.inject_on(Op::StoreGet, 0, Fault::Unavailable);
+        let e = one.app.accept(demo(keyed)).await.expect_err("503");
+        let AcceptError::NotQueued { job, recorded, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*recorded, ackflow_core::Recorded::Unknown);
+        let problem = e.problem();
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.job_id, Some(*job));
+        assert_eq!(problem.instance, Some(format!("/v1/jobs/{job}")));
+        let advice = if keyed {
+            "same Idempotency-Key"
+        } else {
+            "if it is not found, nothing was recorded"
+        };
+        assert!(problem.detail.contains(advice), "{}", problem.detail);
+        assert_eq!(one.jobs().await.len(), 1, "the job that may exist does");
+    }
+}
+
+#[tokio::test]
+async fn a_send_that_timed_out_or_failed_names_the_recorded_job() {
+    // A timed-out send, and a failed send whose marking as failed failed as well: the job is
+    // queued either way and the sweeper will send it, so a keyless client must not resubmit.
+    let send_timed_out: &[(Op, usize, Fault)] = &[(Op::QueueSend, 0, Fault::Lost)];
+    let send_and_mark_failed: &[(Op, usize, Fault)] = &[
+        (Op::QueueSend, 0, Fault::Unavailable),
+        (Op::StoreUpdate, 0, Fault::Unavailable),
+    ];
+    for faults in [send_timed_out, send_and_mark_failed] {
+        for keyed in [false, true] {
+            let one = OneJob::shipped();
+            for (op, nth, fault) in faults {
+                one.plan.inject_on(*op, *nth, *fault);
+            }
+            let e = one.app.accept(demo(keyed)).await.expect_err("503");
+            let problem = e.problem();
+            let jobs = one.jobs().await;
+            assert_eq!(jobs.len(), 1, "{faults:?}");
+            assert_eq!(jobs[0].state, JobState::Queued, "{faults:?}");
+            assert_eq!(problem.job_id, Some(jobs[0].id), "{faults:?} keyed {keyed}");
+            let advice = if keyed {
+                "same Idempotency-Key"
+            } else {
+                "Do not submit it again"
+            };
+            assert!(problem.detail.contains(advice), "{}", problem.detail);
+        }
+    }
+}
+
+// ---- the sweeper ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_sweep_carries_on_past_one_jobs_failed_write_and_counts_it() {
+    let one = OneJob::shipped();
+    for _ in 0..3 {
+        one.app.accept(demo(false)).await.expect("accepted");
+    }
+    one.clock.advance(settings().job_deadline + TICK);
+    one.plan.inject_on(Op::StoreUpdate, 0, Fault::Unavailable);
+    let report = one.app.sweep().await.expect("the sweep finishes");
+    assert_eq!((report.failed, report.errors), (2, 1), "{report:?}");
+    let report = one.app.sweep().await.expect("the next sweep");
+    assert_eq!((report.failed, report.errors), (1, 0), "{report:?}");
+    assert!(one
+        .jobs()
+        .await
+        .iter()
+        .all(|job| job.state == JobState::Failed));
 }

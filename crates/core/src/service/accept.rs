@@ -62,20 +62,36 @@ pub enum AcceptError {
     /// The Idempotency-Key was used with another body.
     #[error("idempotency key reused with another body")]
     KeyReused,
-    /// The store or the queue is down; retrying may help.
-    #[error("the job could not be recorded or queued")]
+    /// The store or the queue is down and nothing was recorded; retrying may help.
+    #[error("the job could not be recorded")]
     Unavailable(#[source] PortError),
-    /// The job was recorded but its message could not be sent (or its send timed out). Always
-    /// a 503, whatever the queue's error: a retry with the same Idempotency-Key returns the job
-    /// (reopened if it was failed), so trying again later is exactly what the client should do.
-    #[error("job {job} was recorded but not queued")]
+    /// The job was recorded, or may have been, but is not known to be on the queue: its create
+    /// answered an error it may have outlived, or its send failed or timed out. Always a 503
+    /// that names the job, so that the client can look at it instead of submitting it again: a
+    /// job that exists and is queued is re-sent by the sweeper, one whose send surely failed is
+    /// failed in words, and a retry with the same Idempotency-Key returns it (reopened if it
+    /// was failed).
+    #[error("job {job} may have been recorded but is not known to be queued")]
     NotQueued {
-        /// The recorded job.
+        /// The job's id, whether or not the store holds it.
         job: JobId,
-        /// Why the send failed.
+        /// Whether the store is known to hold it.
+        recorded: Recorded,
+        /// Whether the submission carried an Idempotency-Key (the advice differs).
+        keyed: bool,
+        /// Why the create or the send failed.
         #[source]
         source: PortError,
     },
+}
+
+/// Whether a job that [`AcceptError::NotQueued`] names is in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// It is: its create succeeded, or a read after a failed create found it.
+    Yes,
+    /// Nobody knows: its create failed, and so did the read that would have told.
+    Unknown,
 }
 
 impl AcceptError {
@@ -85,7 +101,13 @@ impl AcceptError {
             Self::UnknownKind { kind, known } => Problem::unknown_kind(kind, known),
             Self::InvalidInput(errors) => Problem::invalid_input(errors.clone()),
             Self::KeyReused => Problem::idempotency_key_reused(),
-            Self::Unavailable(_) | Self::NotQueued { .. } => Problem::unavailable(),
+            Self::Unavailable(_) => Problem::unavailable(),
+            Self::NotQueued {
+                job,
+                recorded,
+                keyed,
+                ..
+            } => Problem::not_queued(*job, *recorded == Recorded::Yes, *keyed),
         }
     }
 }
@@ -126,18 +148,23 @@ impl Ackflow {
             self.clock.as_ref(),
             &self.settings,
         );
-        let created = self
-            .store
-            .create(&job, &input, key.as_ref())
-            .await
-            .map_err(|e| {
+        let keyed = key.is_some();
+        let created = match self.store.create(&job, &input, key.as_ref()).await {
+            Ok(created) => created,
+            Err(e @ PortError::Failed { .. }) => {
                 error!(job_id = %job.id, error = %error_chain(&e), "could not record the job");
-                AcceptError::Unavailable(e)
-            })?;
+                return Err(AcceptError::Unavailable(e));
+            }
+            Err(e) => {
+                return self
+                    .after_failed_create(job, keyed, e, trace_header.as_ref())
+                    .await
+            }
+        };
         match created {
             Created::New => {
                 telemetry::accepted(&job);
-                self.enqueue_new(job, trace_header.as_ref()).await
+                self.enqueue_new(job, keyed, trace_header.as_ref()).await
             }
             Created::Existing {
                 same_body: false, ..
@@ -165,7 +192,9 @@ impl Ackflow {
                                 other.to_string(),
                             )),
                         })?;
-                    return self.enqueue_new(reopened, trace_header.as_ref()).await;
+                    return self
+                        .enqueue_new(reopened, keyed, trace_header.as_ref())
+                        .await;
                 }
                 debug!(job_id = %existing.id, "idempotent replay");
                 let retry_after = self.retry_after(&existing).await;
@@ -178,16 +207,58 @@ impl Ackflow {
         }
     }
 
+    /// A create that failed transiently may still have landed: an answer cut on its way back,
+    /// a timeout after the write, or a DynamoDB 500 (whose write may or may not have happened).
+    /// The job's id is fresh and random, so reading it tells. Found, the job is ours and goes
+    /// on to its send as if the create had answered; not found, nothing was recorded; and when
+    /// the read fails too, the client hears the job's id with the truth: it may exist.
+    async fn after_failed_create(
+        &self,
+        job: Job,
+        keyed: bool,
+        create_error: PortError,
+        trace_header: Option<&TraceHeader>,
+    ) -> Result<Accepted, AcceptError> {
+        match self.store.get(&job.owner, job.id).await {
+            Ok(Some(stored)) => {
+                warn!(job_id = %job.id, error = %error_chain(&create_error), "the job's create answered an error but the job is recorded; going on to queue it");
+                telemetry::accepted(&stored);
+                self.enqueue_new(stored, keyed, trace_header).await
+            }
+            Ok(None) => {
+                error!(job_id = %job.id, error = %error_chain(&create_error), "could not record the job");
+                Err(AcceptError::Unavailable(create_error))
+            }
+            Err(read_error) => {
+                error!(job_id = %job.id, error = %error_chain(&create_error), read_error = %error_chain(&read_error), "could not record the job, nor read whether it was");
+                Err(AcceptError::NotQueued {
+                    job: job.id,
+                    recorded: Recorded::Unknown,
+                    keyed,
+                    source: create_error,
+                })
+            }
+        }
+    }
+
     /// Sends the message of a just-recorded job. When the send surely failed, fails the job so
     /// that it does not linger; when its outcome is unknown (a timeout), the message may be on
     /// the queue, so the job stays `queued` and the sweeper re-sends it if it is not. Either way
-    /// the client hears that the queue is unavailable, and a retry with the same
-    /// Idempotency-Key returns the job.
+    /// the client hears that the job was recorded and is not known to be queued, with its id,
+    /// and a retry with the same Idempotency-Key returns the job.
     async fn enqueue_new(
         &self,
         job: Job,
+        keyed: bool,
         trace_header: Option<&TraceHeader>,
     ) -> Result<Accepted, AcceptError> {
+        let job_id = job.id;
+        let not_queued = move |source| AcceptError::NotQueued {
+            job: job_id,
+            recorded: Recorded::Yes,
+            keyed,
+            source,
+        };
         match self.send_traced(&job, Duration::ZERO, trace_header).await {
             Ok(()) => {
                 let retry_after = self.retry_after(&job).await;
@@ -200,10 +271,7 @@ impl Ackflow {
             Err(e @ PortError::Ambiguous { .. }) => {
                 // Failing the job here would make the worker drop a message that did arrive.
                 warn!(job_id = %job.id, error = %error_chain(&e), "the job's message may not be on the queue; it stays queued and the sweeper re-sends it if it is not");
-                Err(AcceptError::NotQueued {
-                    job: job.id,
-                    source: e,
-                })
+                Err(not_queued(e))
             }
             Err(e) => {
                 error!(job_id = %job.id, error = %error_chain(&e), "could not enqueue the job");
@@ -215,10 +283,7 @@ impl Ackflow {
                 {
                     warn!(job_id = %job.id, error = %e2, "could not mark the unqueued job failed; the sweeper will re-send it");
                 }
-                Err(AcceptError::NotQueued {
-                    job: job.id,
-                    source: e,
-                })
+                Err(not_queued(e))
             }
         }
     }

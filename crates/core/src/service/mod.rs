@@ -26,7 +26,7 @@ mod status;
 mod sweep;
 mod write;
 
-pub use accept::{AcceptError, Accepted, Submission};
+pub use accept::{AcceptError, Accepted, Recorded, Submission};
 pub use handle::Disposition;
 pub use settle::{Deleter, Settled};
 pub use status::JobStatus;

@@ -17,11 +17,19 @@ pub struct SweepReport {
     pub resent: u32,
     /// Expired terminal jobs deleted.
     pub purged: u64,
+    /// Jobs the sweep could not write (or re-send) because the store or the queue failed for
+    /// them; they stay due, and the next sweep tries them again.
+    pub errors: u32,
 }
 
 impl Ackflow {
     /// Fails non-terminal jobs past their deadline, re-sends the messages of jobs that look lost,
     /// and purges expired terminal jobs. Reads the index of non-terminal jobs, never scans.
+    ///
+    /// One job's failed write does not stop the sweep: the others are as due as it is, and an
+    /// outage of one partition or a throttle of one write says nothing about the next. Those
+    /// jobs are counted in [`SweepReport::errors`] and stay due. Only a failed read of the index
+    /// ends the sweep early, with an error: nothing else can be done without it.
     pub async fn sweep(&self) -> Result<SweepReport, PortError> {
         const BATCH: usize = 100;
         const ROUNDS: usize = 20;
@@ -30,6 +38,8 @@ impl Ackflow {
         for _ in 0..ROUNDS {
             let due = self.store.due_for_sweep(now, BATCH).await?;
             let full = due.len() == BATCH;
+            let errors_before = report.errors;
+            let read = due.len();
             for job in due {
                 if now >= job.deadline {
                     match self
@@ -40,7 +50,7 @@ impl Ackflow {
                             warn!(job_id = %job.id, state = %job.state, "deadline passed; job failed");
                             report.failed += 1;
                         }
-                        Err(TransitionError::Port(e)) => return Err(e),
+                        Err(TransitionError::Port(e)) => report.could_not(&job, "fail", &e),
                         Err(_) => {}
                     }
                     continue;
@@ -51,7 +61,7 @@ impl Ackflow {
                 // Queued for long, or running with an expired lease: the message may be lost.
                 // A duplicate is harmless (every write is fenced), a lost job is not.
                 if let Err(e) = self.send(&job, Duration::ZERO).await {
-                    warn!(job_id = %job.id, error = %error_chain(&e), "sweeper could not re-send; will try again");
+                    report.could_not(&job, "re-send", &e);
                     continue;
                 }
                 match self.write(&job, Change::Resent, None).await {
@@ -59,15 +69,33 @@ impl Ackflow {
                         info!(job_id = %job.id, state = %job.state, "message re-sent by the sweeper");
                         report.resent += 1;
                     }
-                    Err(TransitionError::Port(e)) => return Err(e),
+                    Err(TransitionError::Port(e)) => {
+                        report.could_not(&job, "record the re-send of", &e)
+                    }
                     Err(_) => {}
                 }
             }
-            if !full {
+            // A page that failed whole would be read again unchanged: the next sweep retries it.
+            let all_failed = read > 0 && (report.errors - errors_before) as usize == read;
+            if !full || all_failed {
                 break;
             }
         }
-        report.purged = self.store.purge_expired(now, 1000).await?;
+        match self.store.purge_expired(now, 1000).await {
+            Ok(purged) => report.purged = purged,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "sweeper could not purge expired jobs; the next sweep will");
+                report.errors += 1;
+            }
+        }
         Ok(report)
+    }
+}
+
+impl SweepReport {
+    /// Counts a job the sweep could not `act` on, and logs why.
+    fn could_not(&mut self, job: &crate::Job, act: &str, e: &PortError) {
+        warn!(job_id = %job.id, state = %job.state, error = %error_chain(e), "sweeper could not {act} the job; the next sweep tries again");
+        self.errors += 1;
     }
 }
