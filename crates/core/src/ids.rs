@@ -17,6 +17,11 @@ pub struct InvalidId(pub &'static str);
 pub struct JobId(Uuid);
 
 impl JobId {
+    /// The job's address on the HTTP API, `/v1/jobs/{id}`: where a client follows it.
+    pub fn path(self) -> String {
+        format!("/v1/jobs/{self}")
+    }
+
     /// A fresh, unguessable id.
     pub fn random() -> Self {
         Self(Uuid::new_v4())

@@ -242,12 +242,13 @@ impl Problem {
         )
     }
 
-    /// 503: the job `job` was recorded (`recorded`), or may have been, but is not known to be
+    /// 503: the job `job` was recorded, or may have been (`recorded`), but is not known to be
     /// on the queue. The advice depends on whether the client sent an Idempotency-Key
     /// (`keyed`): with one, a retry is safe and returns this job; without one, a second
     /// submission could do the work twice, so the client should look at the job first.
-    pub fn not_queued(job: crate::JobId, recorded: bool, keyed: bool) -> Self {
-        let path = format!("/v1/jobs/{job}");
+    pub fn not_queued(job: crate::JobId, recorded: crate::Recorded, keyed: bool) -> Self {
+        let path = job.path();
+        let recorded = recorded == crate::Recorded::Yes;
         let what = if recorded {
             format!("Job {job} was recorded, but the service could not confirm that it was queued.")
         } else {

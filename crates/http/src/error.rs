@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use ackflow_core::error_chain;
-use ackflow_core::{AcceptError, JobError, JobId, PortError, Problem, Recorded};
+use ackflow_core::{AcceptError, JobError, JobId, PortError, Problem};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::error;
@@ -100,21 +100,17 @@ impl From<Problem> for ApiError {
 
 impl From<AcceptError> for ApiError {
     fn from(e: AcceptError) -> Self {
+        let problem = e.problem();
         match e {
             AcceptError::Unavailable(source) => Self::port(None, source),
             // Whatever the queue said: a keyed retry recovers the job, a look at it tells a
             // keyless client whether to submit again.
-            AcceptError::NotQueued {
+            AcceptError::NotQueued { job, source, .. } => Self::NotQueued {
                 job,
-                recorded,
-                keyed,
-                source,
-            } => Self::NotQueued {
-                job,
-                problem: Box::new(Problem::not_queued(job, recorded == Recorded::Yes, keyed)),
+                problem: Box::new(problem),
                 source,
             },
-            other => other.problem().into(),
+            _ => problem.into(),
         }
     }
 }
@@ -140,8 +136,13 @@ impl IntoResponse for ApiError {
                 retry_after_value(UNAVAILABLE_RETRY_AFTER),
             );
         }
-        if let Self::NotQueued { job, .. } = &self {
-            if let Ok(location) = HeaderValue::from_str(&crate::view::job_path(*job)) {
+        // The problem's `instance` is the job's address: `Location` says the same.
+        if let Self::NotQueued { problem, .. } = &self {
+            if let Some(location) = problem
+                .instance
+                .as_deref()
+                .and_then(|path| HeaderValue::from_str(path).ok())
+            {
                 response.headers_mut().insert(header::LOCATION, location);
             }
         }

@@ -142,7 +142,7 @@ impl JobView {
 
 /// The path of a job's resource.
 pub fn job_path(id: JobId) -> String {
-    format!("/v1/jobs/{id}")
+    id.path()
 }
 
 /// How far a job has come, as its processor reports it.

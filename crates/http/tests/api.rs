@@ -889,7 +889,7 @@ async fn the_openapi_document_describes_every_route() {
     let mut written = BTreeSet::new();
     for problem in [
         ackflow_core::Problem::invalid_input(vec![FieldError::new("/a", "b")]).with_instance("/x"),
-        ackflow_core::Problem::not_queued(JobId::random(), true, false),
+        ackflow_core::Problem::not_queued(JobId::random(), ackflow_core::Recorded::Yes, false),
     ] {
         let json = serde_json::to_value(problem).expect("json");
         written.extend(json.as_object().expect("object").keys().cloned());

@@ -107,7 +107,7 @@ impl AcceptError {
                 recorded,
                 keyed,
                 ..
-            } => Problem::not_queued(*job, *recorded == Recorded::Yes, *keyed),
+            } => Problem::not_queued(*job, *recorded, *keyed),
         }
     }
 }
