@@ -77,21 +77,95 @@ pub struct Clients {
     pub dynamo: aws_sdk_dynamodb::Client,
 }
 
-/// How long one attempt of an SDK call may take. DynamoDB and SQS (short polling) answer in
-/// milliseconds; a connection that hangs must not hold a Lambda until its own timeout, so the
-/// attempt is abandoned (and retried by the SDK) well before.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a call may take with its retries.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the SDK may spend on one call: connecting, one attempt, and the whole call with its
+/// retries. A Lambda function is killed at its timeout and its client then gets API Gateway's
+/// bare 503, so a function's budget is fitted into its timeout ([`SdkBudget::within`]) instead
+/// of being a fixed number that a hung connection could outlast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkBudget {
+    /// Connecting (TCP and TLS).
+    pub connect: Duration,
+    /// One attempt. Half the operation, so that a hung first attempt leaves room for a retry.
+    pub attempt: Duration,
+    /// The whole call with its retries.
+    pub operation: Duration,
+}
+
+/// A budget that leaves a call less than this is refused: a DynamoDB or SQS call answers in
+/// milliseconds, but a cold connection's TLS handshake and one retry must still fit.
+pub const MIN_OPERATION: Duration = Duration::from_secs(1);
+
+/// Kept free after the last call, to write the answer (or the batch response) before the
+/// function's timeout.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// A budget that cannot fit. The message names the figures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{calls} SDK call(s) in a row cannot fit in {slack:?} with {ANSWER_MARGIN:?} kept to answer: \
+     each needs at least {MIN_OPERATION:?}"
+)]
+pub struct BudgetError {
+    /// The time the calls had.
+    pub slack: Duration,
+    /// How many calls had to fit in it.
+    pub calls: u32,
+}
+
+impl SdkBudget {
+    /// The bounds where no function timeout applies (the CLI, tools, tests): DynamoDB and SQS
+    /// (short polling) answer in milliseconds, so a 5 s attempt is a hung connection.
+    pub const DEFAULT: SdkBudget = SdkBudget {
+        connect: Duration::from_millis(3100),
+        attempt: Duration::from_secs(5),
+        operation: Duration::from_secs(15),
+    };
+
+    /// The budget of a function that may still have to make `calls` SDK calls one after another
+    /// with `slack` left before it is killed: each call gets an equal share of `slack` less
+    /// [`ANSWER_MARGIN`] (at most [`SdkBudget::DEFAULT`]'s), so that even when every call hangs
+    /// to its timeout the function still answers.
+    pub fn within(slack: Duration, calls: u32) -> Result<SdkBudget, BudgetError> {
+        let refused = BudgetError { slack, calls };
+        let share = slack
+            .checked_sub(ANSWER_MARGIN)
+            .and_then(|room| room.checked_div(calls))
+            .ok_or(refused.clone())?;
+        if share < MIN_OPERATION {
+            return Err(refused);
+        }
+        let operation = share.min(Self::DEFAULT.operation);
+        let attempt = (operation / 2).min(Self::DEFAULT.attempt);
+        Ok(SdkBudget {
+            connect: attempt.min(Self::DEFAULT.connect),
+            attempt,
+            operation,
+        })
+    }
+
+    /// As the SDK's timeout configuration.
+    pub fn timeout_config(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+}
 
 impl Clients {
-    /// Loads the SDK configuration from the environment once (region, credentials,
-    /// `AWS_ENDPOINT_URL`, ...) with [`https_client`] and bounded timeouts, and builds both
-    /// clients from it.
+    /// [`Clients::within`] the [`SdkBudget::DEFAULT`] bounds.
     pub async fn from_env() -> Clients {
+        Self::within(SdkBudget::DEFAULT).await
+    }
+
+    /// Loads the SDK configuration from the environment once (region, credentials,
+    /// `AWS_ENDPOINT_URL`, ...) with [`https_client`] and the timeouts of `budget`, and builds
+    /// both clients from it.
+    pub async fn within(budget: SdkBudget) -> Clients {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https_client())
-            .timeout_config(timeouts())
+            .timeout_config(budget.timeout_config())
             .load()
             .await;
         Self::from_sdk_config(&config)
@@ -108,13 +182,9 @@ impl Clients {
     }
 }
 
-/// The timeouts [`Clients::from_env`] uses, for configurations built by hand.
+/// The timeouts of [`SdkBudget::DEFAULT`], for configurations built by hand.
 pub fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(Duration::from_millis(3100))
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
+    SdkBudget::DEFAULT.timeout_config()
 }
 
 /// The one HTTP client of the SDK: hyper 1 with rustls on the *ring* crypto provider (also
@@ -167,6 +237,38 @@ mod tests {
             let e = from(&empty).expect_err("refused");
             assert!(e.to_string().contains(missing), "{e}");
         }
+    }
+
+    #[test]
+    fn a_budget_shares_the_time_left_between_the_calls_and_keeps_a_margin_to_answer() {
+        let budget = SdkBudget::within(Duration::from_secs(9), 4).expect("fits");
+        assert_eq!(budget.operation, Duration::from_secs(2));
+        assert_eq!(budget.attempt, Duration::from_secs(1));
+        assert_eq!(budget.connect, Duration::from_secs(1));
+        assert!(budget.operation * 4 + ANSWER_MARGIN <= Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_long_timeout_keeps_the_default_bounds() {
+        assert_eq!(
+            SdkBudget::within(Duration::from_secs(300), 2).expect("fits"),
+            SdkBudget::DEFAULT
+        );
+    }
+
+    #[test]
+    fn a_budget_that_leaves_a_call_too_little_is_refused_naming_the_figures() {
+        for (slack, calls) in [
+            (Duration::from_secs(4), 4),
+            (ANSWER_MARGIN, 1),
+            (Duration::ZERO, 1),
+        ] {
+            let e = SdkBudget::within(slack, calls).expect_err("refused");
+            assert_eq!(e, BudgetError { slack, calls });
+            assert!(e.to_string().contains(&format!("{calls} SDK call")), "{e}");
+        }
+        let e = SdkBudget::within(Duration::from_secs(5), 0).expect_err("no calls");
+        assert_eq!(e.calls, 0);
     }
 
     #[test]

@@ -41,7 +41,9 @@ pub mod schema;
 mod sqs;
 
 pub use backend::AwsBackend;
-pub use config::{env, https_client, timeouts, AwsConfig, Clients, ConfigError};
+pub use config::{
+    env, https_client, timeouts, AwsConfig, BudgetError, Clients, ConfigError, SdkBudget,
+};
 pub use dynamo::DynamoJobStore;
 pub use error::{classify, unexpected, Unexpected};
 pub use sqs::SqsQueue;

@@ -280,6 +280,20 @@ impl Problem {
         problem
     }
 
+    /// 503: the request could not be finished before the function running it had to answer.
+    /// A submission may have been recorded, so the advice is a keyed retry or a look at the
+    /// client's jobs, never a blind resubmission.
+    pub fn out_of_time() -> Self {
+        Self::new(
+            "service-unavailable",
+            503,
+            "Service unavailable",
+            "The service could not finish this request in time. Try again in a moment. A submission \
+             retried with the same Idempotency-Key is safe; without one, look at your jobs \
+             (GET /v1/jobs) before submitting again, since this one may have been recorded.",
+        )
+    }
+
     /// 500: something unexpected; the details are in the logs.
     pub fn internal() -> Self {
         Self::new(

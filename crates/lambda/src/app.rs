@@ -4,8 +4,9 @@
 //! ([`FunctionKind`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use ackflow_aws::{AwsBackend, AwsConfig, Clients, ConfigError};
+use ackflow_aws::{AwsBackend, AwsConfig, BudgetError, Clients, ConfigError, SdkBudget};
 use ackflow_core::{Ackflow, PortError, SystemClock};
 use ackflow_http::{ApiState, OwnerResolver};
 use ackflow_processors::order::{DynamoOrderBook, OrderBook};
@@ -24,7 +25,15 @@ pub mod env {
     pub const CONCURRENCY: &str = "ACKFLOW_CONCURRENCY";
     /// The CloudWatch namespace of the metrics (see [`crate::telemetry::MetricsConfig`]).
     pub const METRICS_NAMESPACE: &str = crate::telemetry::METRICS_NAMESPACE;
+    /// The function's own timeout in whole seconds, as `template.yaml` sets it (Lambda does not
+    /// tell a function its timeout before the first invocation): the SDK's timeouts are fitted
+    /// into it ([`crate::FunctionKind::sdk_budget`]). Unset, the template's default for the
+    /// function ([`crate::FunctionKind::default_timeout`]).
+    pub const FUNCTION_TIMEOUT: &str = "ACKFLOW_FUNCTION_TIMEOUT_SECS";
 }
+
+/// The longest function timeout Lambda allows.
+const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Why a function could not start. Lambda reports it as an init error and tries a new
 /// instance on the next invocation; the message names the variable at fault.
@@ -39,6 +48,21 @@ pub enum StartupError {
     /// The order book's stock could not be seeded.
     #[error("could not seed the order book's stock")]
     Seed(#[source] PortError),
+    /// The function's timeout leaves its SDK calls too little time.
+    #[error(
+        "the {function} function's timeout ({timeout:?}, {var}) is too short for the SDK calls it may have to make"
+    )]
+    Budget {
+        /// The function.
+        function: &'static str,
+        /// Its timeout.
+        timeout: Duration,
+        /// The variable it was read from (named so the message says what to change).
+        var: &'static str,
+        /// The figures.
+        #[source]
+        source: BudgetError,
+    },
 }
 
 /// Everything a function reads from its environment, read once at startup.
@@ -59,6 +83,8 @@ pub struct FunctionConfig {
     /// stock, so [`start`] seeds there alone: in the other functions the seed's conditional
     /// writes were most of the cold start (measured in docs/BENCHMARKS.md).
     pub seed_stock: bool,
+    /// The function's timeout ([`env::FUNCTION_TIMEOUT`]), when set.
+    pub function_timeout: Option<Duration>,
 }
 
 impl FunctionConfig {
@@ -88,11 +114,29 @@ impl FunctionConfig {
         };
         let metrics = MetricsConfig::from_lookup(&lookup)
             .map_err(|e| StartupError::Invalid(e.to_string()))?;
+        let function_timeout = match lookup(env::FUNCTION_TIMEOUT).map(|v| v.trim().to_owned()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .ok()
+                    .map(Duration::from_secs)
+                    .filter(|t| !t.is_zero() && *t <= MAX_FUNCTION_TIMEOUT)
+                    .ok_or_else(|| {
+                        StartupError::Invalid(format!(
+                            "{} must be a whole number of seconds from 1 to {}, not {v:?}",
+                            env::FUNCTION_TIMEOUT,
+                            MAX_FUNCTION_TIMEOUT.as_secs()
+                        ))
+                    })?,
+            ),
+        };
         Ok(Self {
             aws,
             demo,
             allow_anonymous,
             metrics,
+            function_timeout,
             seed_stock: true,
             batch: BatchOptions {
                 concurrency,
@@ -169,10 +213,47 @@ impl FunctionKind {
     pub fn seeds_stock(self) -> bool {
         self == Self::Worker
     }
+
+    /// The function's timeout in `template.yaml` by default (the template's test holds them
+    /// equal), used when [`env::FUNCTION_TIMEOUT`] is unset.
+    pub fn default_timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::Api => 15,
+            Self::Status => 25,
+            Self::Worker => 60,
+            Self::Sweeper => 55,
+        })
+    }
+
+    /// The SDK's timeouts for this function, fitted into its `timeout` so that the function
+    /// answers (its own problem+json, its batch response) even when every call it still has to
+    /// make hangs until the SDK gives up on it. What has to fit, after the last moment the
+    /// function starts new work:
+    /// - `api`, from the start: a submission's create, the read-back of a create whose answer
+    ///   was lost, the send, the write that fails an unsent job, and the typical-latency read
+    ///   of its `Retry-After`;
+    /// - `status`, after the long-poll cap: the last read and the `Retry-After` read;
+    /// - `worker`, after an attempt's lease (worker timeout + lease grace): the outcome write
+    ///   still in flight and the delivery's visibility change;
+    /// - `sweeper`, one call at a time: a sweep cut short is caught up by the next.
+    pub fn sdk_budget(
+        self,
+        settings: &ackflow_core::Settings,
+        timeout: Duration,
+    ) -> Result<SdkBudget, BudgetError> {
+        let (slack, calls) = match self {
+            Self::Api => (timeout, 5),
+            Self::Status => (timeout.saturating_sub(settings.long_poll_cap), 2),
+            Self::Worker => (timeout.saturating_sub(settings.lease()), 2),
+            Self::Sweeper => (timeout, 1),
+        };
+        SdkBudget::within(slack, calls)
+    }
 }
 
 /// What every function's `main` does first: installs the JSON logs, reads
-/// [`FunctionConfig::from_env`], loads the SDK configuration once ([`Clients::from_env`]) and
+/// [`FunctionConfig::from_env`], loads the SDK configuration once with timeouts fitted into
+/// the function's ([`FunctionKind::sdk_budget`], [`Clients::within`]) and
 /// builds the function with [`function_from`] (seeding the order book's stock in the worker
 /// only), then the metrics recorder. A startup error is logged with its whole chain (and names
 /// the variable at fault) before it is returned to Lambda as the init error.
@@ -182,7 +263,18 @@ pub async fn start(kind: FunctionKind) -> Result<Function, StartupError> {
     let built = async {
         let mut config = FunctionConfig::from_env()?;
         config.seed_stock = kind.seeds_stock();
-        let clients = Clients::from_env().await;
+        let timeout = config
+            .function_timeout
+            .unwrap_or_else(|| kind.default_timeout());
+        let budget = kind
+            .sdk_budget(&config.aws.settings, timeout)
+            .map_err(|source| StartupError::Budget {
+                function,
+                timeout,
+                var: env::FUNCTION_TIMEOUT,
+                source,
+            })?;
+        let clients = Clients::within(budget).await;
         function_from(config, &clients).await
     };
     match built.await {
@@ -283,6 +375,48 @@ mod tests {
             let e = from(&[(env::CONCURRENCY, bad)]).expect_err("refused");
             assert!(e.to_string().contains(env::CONCURRENCY), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_function_timeout_is_read_and_bounded() {
+        assert_eq!(from(&[]).expect("valid").function_timeout, None);
+        let config = from(&[(env::FUNCTION_TIMEOUT, "20")]).expect("valid");
+        assert_eq!(config.function_timeout, Some(Duration::from_secs(20)));
+        for bad in ["0", "901", "-1", "ten", "1.5"] {
+            let e = from(&[(env::FUNCTION_TIMEOUT, bad)]).expect_err("refused");
+            assert!(e.to_string().contains(env::FUNCTION_TIMEOUT), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_function_fits_its_sdk_calls_in_its_default_timeout() {
+        let settings = from(&[]).expect("valid").aws.settings;
+        for kind in [
+            FunctionKind::Api,
+            FunctionKind::Status,
+            FunctionKind::Worker,
+            FunctionKind::Sweeper,
+        ] {
+            // The template's worker runs attempts 10 s under its timeout.
+            let mut settings = settings.clone();
+            settings.worker_timeout = kind
+                .default_timeout()
+                .saturating_sub(Duration::from_secs(10));
+            let budget = kind
+                .sdk_budget(&settings, kind.default_timeout())
+                .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+            assert!(budget.attempt < budget.operation, "{}", kind.name());
+        }
+    }
+
+    #[test]
+    fn a_worker_whose_lease_fills_its_timeout_is_refused() {
+        let mut settings = from(&[]).expect("valid").aws.settings;
+        settings.worker_timeout = Duration::from_secs(58);
+        let e = FunctionKind::Worker
+            .sdk_budget(&settings, Duration::from_secs(60))
+            .expect_err("no room after the lease");
+        assert_eq!(e.calls, 2);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`app`]: [`start`], which every function's `main` calls first with its [`FunctionKind`] —
 //!   configuration read once, SDK clients built once, the backend of `ackflow-aws`
 //!   ([`ackflow_aws::AwsBackend`]), the shipped processors, the use cases.
+//! - [`deadline`]: [`answer_before_deadline`], the HTTP functions' own 503 ahead of the
+//!   invocation's deadline, so a client never gets API Gateway's bare one.
 //! - [`sweeper`]: the `sweeper` function's handler.
 //! - [`telemetry`]: JSON logs for CloudWatch, EMF metrics flushed per invocation, the X-Ray
 //!   trace header adopted from the invocation.
@@ -22,6 +24,7 @@
 //!   records the worker is handed, built for tests, benches and the end-to-end checks.
 
 pub mod app;
+pub mod deadline;
 pub mod owner;
 pub mod sqs;
 pub mod sweeper;
@@ -30,6 +33,7 @@ pub mod telemetry;
 pub mod test_support;
 
 pub use app::{function_from, start, Function, FunctionConfig, FunctionKind, StartupError};
+pub use deadline::answer_before_deadline;
 pub use owner::JwtOwners;
 pub use sqs::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,

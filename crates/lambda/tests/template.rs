@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ackflow_aws::dynamo;
 use ackflow_aws::schema::DLQ_RETENTION_SECS;
 use ackflow_core::Settings;
-use ackflow_lambda::FunctionConfig;
+use ackflow_lambda::app::env::FUNCTION_TIMEOUT;
+use ackflow_lambda::{FunctionConfig, FunctionKind};
 use serde_json::{json, Value};
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
@@ -390,6 +391,90 @@ fn concurrency_violations(t: &Value) -> Vec<String> {
     out
 }
 
+/// The function each resource runs.
+fn kind_of(function: &str) -> FunctionKind {
+    match function {
+        "ApiFunction" => FunctionKind::Api,
+        "StatusFunction" => FunctionKind::Status,
+        "WorkerFunction" => FunctionKind::Worker,
+        "SweeperFunction" => FunctionKind::Sweeper,
+        other => panic!("{other} is not one of the four functions"),
+    }
+}
+
+/// A number parameter's edges and default, or its allowed values.
+fn values_of(t: &Value, parameter: &str) -> Vec<String> {
+    let p = &t["Parameters"][parameter];
+    if p["AllowedValues"].is_array() {
+        return allowed(t, parameter);
+    }
+    let mut values: Vec<String> = [&p["MinValue"], &p["MaxValue"]]
+        .into_iter()
+        .filter_map(as_u64)
+        .map(|v| v.to_string())
+        .collect();
+    values.push(default_of(t, parameter));
+    values
+}
+
+/// Every function is told its own timeout, and at every timeout the template allows (with the
+/// knobs that take time from it at their worst: the longest long-poll cap, the worker's attempt
+/// and lease), the SDK's calls still fit in it with the margin to answer
+/// ([`FunctionKind::sdk_budget`]); the code's default timeout is the template's.
+fn sdk_budget_violations(t: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for function in functions(t) {
+        let kind = kind_of(function);
+        let own = &props(t, function)["Environment"]["Variables"][FUNCTION_TIMEOUT];
+        let timeout = &props(t, function)["Timeout"];
+        if own != timeout && resolve(t, own, &defaults(t)) != resolve(t, timeout, &defaults(t)) {
+            out.push(format!(
+                "{function} is told {FUNCTION_TIMEOUT} {own}, its Timeout is {timeout}"
+            ));
+        }
+        let default = resolve(t, timeout, &defaults(t)).and_then(|v| v.parse::<u64>().ok());
+        if default != Some(kind.default_timeout().as_secs()) {
+            out.push(format!(
+                "{function}: the template's default timeout {default:?} is not the code's {:?}",
+                kind.default_timeout()
+            ));
+        }
+        let mut cases = vec![defaults(t)];
+        if let Some(parameter) = timeout["Ref"].as_str() {
+            for value in values_of(t, parameter) {
+                let mut params = defaults(t);
+                params.insert(parameter.to_owned(), value);
+                let cap = &t["Parameters"]["LongPollCapSecs"]["MaxValue"];
+                params.insert(
+                    "LongPollCapSecs".to_owned(),
+                    as_u64(cap).unwrap_or(0).to_string(),
+                );
+                cases.push(params);
+            }
+        }
+        for params in cases {
+            let values = resolved_environment(t, function, &params);
+            let config = match FunctionConfig::from_lookup(|name| values.get(name).cloned()) {
+                Ok(config) => config,
+                Err(e) => {
+                    out.push(format!("{function} would not start: {e}"));
+                    continue;
+                }
+            };
+            let Some(timeout) = config.function_timeout else {
+                out.push(format!("{function} is not told its timeout"));
+                continue;
+            };
+            if let Err(e) = kind.sdk_budget(&config.aws.settings, timeout) {
+                out.push(format!("{function} at {timeout:?}: {e}"));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The table is the one `ackflow_aws::schema::create_table` makes, and what holds state is kept
 /// when the stack goes.
 fn storage_violations(t: &Value) -> Vec<String> {
@@ -641,6 +726,28 @@ fn long_polls_cannot_starve_the_worker() {
 }
 
 #[test]
+fn every_function_answers_before_its_timeout_even_when_every_sdk_call_hangs() {
+    assert_eq!(sdk_budget_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn a_timeout_too_short_for_the_sdk_calls_is_caught() {
+    let t = broken(|t| t["Parameters"]["ApiTimeout"]["MinValue"] = json!(3));
+    let found = sdk_budget_violations(&t);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("ApiFunction at 3s"), "{found:?}");
+    let t = broken(|t| t["Parameters"]["StatusTimeout"]["MinValue"] = json!(21));
+    assert_eq!(sdk_budget_violations(&t).len(), 1);
+    let t = broken(|t| {
+        t["Resources"]["SweeperFunction"]["Properties"]["Environment"]["Variables"]
+            [FUNCTION_TIMEOUT] = json!("20");
+    });
+    let found = sdk_budget_violations(&t);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("its Timeout is 55"), "{found:?}");
+}
+
+#[test]
 fn the_table_and_queues_are_the_schema_modules_and_are_retained() {
     assert_eq!(storage_violations(&template()), Vec::<String>::new());
 }
@@ -768,8 +875,8 @@ fn a_variable_the_code_reads_but_the_template_does_not_set_is_caught() {
 #[test]
 fn a_variable_the_code_does_not_read_is_caught() {
     let t = broken(|t| {
-        t["Resources"]["WorkerFunction"]["Properties"]["Environment"] =
-            json!({"Variables": {"ACKFLOW_UNUSED": "1"}});
+        t["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"]
+            ["ACKFLOW_UNUSED"] = json!("1");
     });
     let found = environment_violations(&t);
     assert_eq!(

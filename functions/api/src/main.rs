@@ -9,6 +9,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Api).await?;
     // The invocation's X-Ray trace header goes with the job's message; metrics are flushed
     // before each response.
-    let router = ackflow_lambda::instrument_router(ackflow_http::router(function.api_state()));
+    // A request still running half a second before the invocation's deadline is answered with
+    // ackflow's own 503 rather than left to Lambda's kill.
+    let router = ackflow_lambda::instrument_router(ackflow_lambda::answer_before_deadline(
+        ackflow_http::router(function.api_state()),
+    ));
     lambda_http::run(router).await
 }

@@ -9,6 +9,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Status).await?;
     // Instrumented like `api` (it records no job events today, but a redrive or a cancel
     // routed here would).
-    let router = ackflow_lambda::instrument_router(ackflow_http::router(function.api_state()));
+    // A request still running half a second before the invocation's deadline is answered with
+    // ackflow's own 503 rather than left to Lambda's kill.
+    let router = ackflow_lambda::instrument_router(ackflow_lambda::answer_before_deadline(
+        ackflow_http::router(function.api_state()),
+    ));
     lambda_http::run(router).await
 }
