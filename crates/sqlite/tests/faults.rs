@@ -589,7 +589,7 @@ impl OneJob {
 
 /// One job of the counting kind, accepted without faults, and the worker's handling of its
 /// first delivery with `fault` injected on the `nth` store write of that handling (0: the
-/// attempt's start, 1: its progress, 2: its outcome). Returns the job as stored afterwards,
+/// attempt's start, 1: its progress, 2: its outcome), the job's clock ticking in real time. Returns the job as stored afterwards,
 /// the disposition, and how often the processor ran.
 async fn handle_once_with(
     nth: usize,
@@ -619,7 +619,19 @@ async fn handle_once_with(
         .receive(1, s.visibility_timeout)
         .await
         .expect("receive");
+    // The job's time moves on while the worker waits between two tries, as in the world: a
+    // retry that recomputed its write would then differ from the try that landed.
+    let ticker = tokio::spawn({
+        let clock = one.clock.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                clock.advance(Duration::from_millis(5));
+            }
+        }
+    });
     let disposition = app.handle(batch.first().expect("the job's message")).await;
+    ticker.abort();
     let job = backend
         .store
         .get(&owner(), accepted.job.id)
@@ -656,6 +668,13 @@ async fn a_start_whose_answer_was_lost_and_whose_retry_met_it_runs_the_attempt()
 #[tokio::test]
 async fn progress_whose_answer_was_lost_and_whose_retry_met_it_does_not_end_the_attempt() {
     assert_done_once_despite(1, Fault::Replayed).await;
+}
+
+#[tokio::test]
+async fn progress_that_landed_but_answered_an_error_does_not_fence_out_the_outcome() {
+    for fault in [Fault::Ambiguous, Fault::Unavailable, Fault::Lost] {
+        assert_done_once_despite(1, fault).await;
+    }
 }
 
 #[tokio::test]

@@ -310,9 +310,12 @@ impl Ackflow {
             .running_until
             .map_or(Duration::ZERO, |until| until.since(self.clock.now()));
         let give_up_at = tokio::time::Instant::now() + lease_left;
+        // Computed once: a retry after a lost answer writes the very same job, so that meeting
+        // its own landed write is recognised as success rather than as a takeover.
+        let after = current.apply(change, self.clock.now(), &self.settings)?;
         let mut retry = 0;
         loop {
-            let error = match self.write(current, change.clone(), result).await {
+            let error = match self.write_prepared(current, after.clone(), result).await {
                 // An outage or a lost answer may pass; a permanent failure will not.
                 Err(TransitionError::Port(
                     e @ (PortError::Unavailable { .. } | PortError::Ambiguous { .. }),

@@ -10,7 +10,8 @@ use tracing::debug;
 use super::write::holds;
 use crate::report::Deltas;
 use crate::{
-    Change, Clock, Job, JobStore, Progress, ProgressSink, Settings, Timestamp, WriteError,
+    Change, Clock, Job, JobStore, PortError, Progress, ProgressSink, Settings, Timestamp,
+    WriteError,
 };
 
 /// Progress of one attempt, coalesced into conditional writes at most every
@@ -20,10 +21,20 @@ pub(super) struct StoreProgress {
     store: Arc<dyn JobStore>,
     clock: Arc<dyn Clock>,
     settings: Settings,
-    /// The job as stored (but with the newest progress) and when progress was last written.
     /// A tokio mutex: it is held across the store write so that two reports never race.
-    state: tokio::sync::Mutex<(Job, Timestamp)>,
+    state: tokio::sync::Mutex<State>,
     abandoned: AtomicBool,
+}
+
+struct State {
+    /// The job as stored, but with the newest progress.
+    job: Job,
+    /// When progress was last written.
+    written_at: Timestamp,
+    /// A progress write that failed in a way that may have landed (a lost answer, a timeout, a
+    /// 500): until a read tells, the stored revision may be this one rather than `job`'s, and
+    /// every later write fenced on `job` would be refused as if the attempt had been taken over.
+    unconfirmed: Option<Job>,
 }
 
 impl StoreProgress {
@@ -39,7 +50,11 @@ impl StoreProgress {
             store,
             clock,
             settings,
-            state: tokio::sync::Mutex::new((running, now)),
+            state: tokio::sync::Mutex::new(State {
+                job: running,
+                written_at: now,
+                unconfirmed: None,
+            }),
             abandoned: AtomicBool::new(false),
         }
     }
@@ -47,7 +62,33 @@ impl StoreProgress {
     /// The job as this attempt last wrote it, with the newest progress: the attempt's outcome
     /// is written over exactly this revision.
     pub(super) async fn current(&self) -> Job {
-        self.state.lock().await.0.clone()
+        let mut state = self.state.lock().await;
+        self.confirm(&mut state).await;
+        state.job.clone()
+    }
+
+    /// Reads what an unconfirmed progress write did. Landed, the attempt goes on from the
+    /// revision it wrote (keeping the newest progress); not landed, from the one before; someone
+    /// else's write, the next fenced write finds out. Returns whether the revision is known: a
+    /// failed read leaves the write unconfirmed.
+    async fn confirm(&self, state: &mut State) -> bool {
+        let Some(unconfirmed) = state.unconfirmed.take() else {
+            return true;
+        };
+        match self.store.get(&unconfirmed.owner, unconfirmed.id).await {
+            Ok(Some(stored)) if stored == unconfirmed => {
+                let newest = std::mem::take(&mut state.job.progress);
+                state.job = stored;
+                state.job.progress = newest;
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                debug!(job_id = %unconfirmed.id, error = %e, "could not read whether progress was written");
+                state.unconfirmed = Some(unconfirmed);
+                false
+            }
+        }
     }
 }
 
@@ -59,13 +100,15 @@ impl ProgressSink for StoreProgress {
         }
         let mut state = self.state.lock().await;
         let now = self.clock.now();
-        if now.since(state.1) < self.settings.progress_interval {
+        if now.since(state.written_at) < self.settings.progress_interval
+            || !self.confirm(&mut state).await
+        {
             // Not written now; the next write (progress or outcome) carries it.
-            state.0.progress = progress;
+            state.job.progress = progress;
             return;
         }
         let Ok(after) = state
-            .0
+            .job
             .apply(Change::Progress(progress.clone()), now, &self.settings)
         else {
             self.abandoned.store(true, Ordering::Relaxed);
@@ -73,20 +116,23 @@ impl ProgressSink for StoreProgress {
         };
         match self
             .store
-            .update(&state.0, &after, None, &Deltas::default())
+            .update(&state.job, &after, None, &Deltas::default())
             .await
         {
-            Ok(()) => *state = (after, now),
+            Ok(()) => (state.job, state.written_at) = (after, now),
             Err(WriteError::Conflict) => match holds(self.store.as_ref(), &after).await {
                 // The write landed and only its answer was lost: the attempt goes on.
-                Ok(true) => *state = (after, now),
+                Ok(true) => (state.job, state.written_at) = (after, now),
                 // Someone else wrote (the lease ran out, the sweeper failed the job), or the
                 // store cannot say: the attempt's outcome would be fenced out anyway.
                 Ok(false) | Err(_) => self.abandoned.store(true, Ordering::Relaxed),
             },
             Err(WriteError::Port(e)) => {
-                debug!(job_id = %state.0.id, error = %e, "progress not written");
-                state.0.progress = progress;
+                debug!(job_id = %state.job.id, error = %e, "progress not written, or its answer lost");
+                state.job.progress = progress;
+                if !matches!(e, PortError::Failed { .. }) {
+                    state.unconfirmed = Some(after);
+                }
             }
         }
     }

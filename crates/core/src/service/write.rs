@@ -33,6 +33,19 @@ impl Ackflow {
         result: Option<&Value>,
     ) -> Result<Job, TransitionError> {
         let after = job.apply(change, self.clock.now(), &self.settings)?;
+        self.write_prepared(job, after, result).await
+    }
+
+    /// Writes `after`, computed from `job` with [`Job::apply`], conditionally on `job`'s
+    /// revision. A caller that retries a write whose outcome it does not know retries the same
+    /// `after`: recomputed, it would carry a new `updated_at`, and the check that a conflict is
+    /// the earlier try's own landed write ([`holds`]) could never recognise it.
+    pub(super) async fn write_prepared(
+        &self,
+        job: &Job,
+        after: Job,
+        result: Option<&Value>,
+    ) -> Result<Job, TransitionError> {
         let deltas = Deltas::between(job, &after);
         match self.store.update(job, &after, result, &deltas).await {
             Ok(()) => {
