@@ -19,9 +19,11 @@
 //! - [`schema`]: creates the table (keys, indexes, TTL) and the queue pair (redrive policy) for
 //!   tests and scripts, from the same constants.
 //!
-//! Errors: every SDK error is classified once ([`classify`]): throttling, timeouts, network
-//! failures and 5xx answers become [`ackflow_core::PortError::Unavailable`] (the use cases
-//! answer 503 or retry), everything else [`ackflow_core::PortError::Failed`]. The SDK error is
+//! Errors: every SDK error is classified once ([`classify`]): a request that may have reached
+//! the service without an answer coming back (a timeout, a connection cut after the request was
+//! written) becomes [`ackflow_core::PortError::Ambiguous`]; throttling, 5xx answers and
+//! connections never made become [`ackflow_core::PortError::Unavailable`] (the use cases answer
+//! 503 or retry); everything else [`ackflow_core::PortError::Failed`]. The SDK error is
 //! kept as the source, for the logs.
 //!
 //! Every adapter passes the behaviour suites of `ackflow-testkit` against moto server
@@ -43,6 +45,7 @@ mod sqs;
 pub use backend::AwsBackend;
 pub use config::{
     env, https_client, timeouts, AwsConfig, BudgetError, Clients, ConfigError, SdkBudget,
+    ANSWER_MARGIN, MIN_OPERATION,
 };
 pub use dynamo::DynamoJobStore;
 pub use error::{classify, unexpected, Unexpected};

@@ -3,9 +3,11 @@
 //! Against moto server (`ACKFLOW_MOTO_URL`, ignored without it; `infra/scripts/test-all` runs
 //! them): every behaviour suite of `ackflow-testkit`, each behaviour on a fresh table or queue
 //! pair with a unique name; then what only AWS shows — the redrive policy really moving a
-//! message, racing conditional writes, the use cases end to end on these adapters.
+//! message, racing conditional writes, the use cases end to end on these adapters; and, through
+//! `ackflow_testkit::wire`'s proxy in front of moto, writes whose answers are lost.
 //!
-//! Without moto (they always run): error classification against a closed port and a fake
+//! Without moto (they always run): error classification against a closed port, a connect that
+//! times out, endpoints that cut the connection before or after reading the request, and a fake
 //! endpoint that answers throttling, 5xx and validation errors.
 
 // Test code: the fixtures' helpers panic on setup failures, which is what a test should do.
@@ -17,18 +19,21 @@ use std::time::Duration;
 use ackflow_aws::{https_client, schema, timeouts, Clients, DynamoJobStore, SqsQueue};
 use ackflow_core::report::Deltas;
 use ackflow_core::{
-    Ackflow, Change, Clock, CorrelationId, Disposition, IdempotencyKey, Job, JobId, JobState,
-    JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError, Queue, QueueDepth,
-    Settings, Submission, SystemClock, WriteError,
+    Ackflow, Change, Clock, CorrelationId, Created, Disposition, IdempotencyKey, Job, JobId,
+    JobState, JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError, Progress,
+    Queue, QueueDepth, Settings, Submission, SystemClock, WriteError,
 };
 use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
+use ackflow_testkit::wire::{Hits, WireFault, WireFaultKind, WirePlan, WireProxy};
 use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, RedriveFixture, StoreFixture};
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use uuid::Uuid;
 
 // ---- fixtures -----------------------------------------------------------------------------------
@@ -41,12 +46,22 @@ fn moto_url() -> String {
 }
 
 /// Clients for the endpoint at `url`, configured explicitly (never from the process
-/// environment, which tests share): static credentials, a fixed region, `retry` attempts.
+/// environment, which tests share): static credentials, a fixed region, `attempts` attempts.
 async fn clients_at(url: &str, attempts: u32) -> Clients {
+    configured_clients(
+        url,
+        RetryConfig::standard().with_max_attempts(attempts),
+        timeouts(),
+    )
+    .await
+}
+
+/// [`clients_at`] with its own retries and timeouts.
+async fn configured_clients(url: &str, retry: RetryConfig, timeouts: TimeoutConfig) -> Clients {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
-        .timeout_config(timeouts())
-        .retry_config(RetryConfig::standard().with_max_attempts(attempts))
+        .timeout_config(timeouts)
+        .retry_config(retry)
         .endpoint_url(url)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
@@ -476,6 +491,226 @@ async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
     );
 }
 
+// ---- lost answers, through the wire proxy --------------------------------------------------------
+
+/// A proxy in front of moto server with no faults planned (each test scripts its own), and
+/// clients through it that try a call `attempts` times.
+async fn behind_proxy(attempts: u32) -> (WireProxy, Clients) {
+    let proxy = WireProxy::start(&moto_url(), WirePlan::quiet())
+        .await
+        .expect("start the proxy");
+    let clients = clients_at(&proxy.url(), attempts).await;
+    (proxy, clients)
+}
+
+fn is_ambiguous(e: &PortError) -> bool {
+    matches!(e, PortError::Ambiguous { .. })
+}
+
+/// moto gets every attempt of the send, the SDK no answer to any: the send is `Ambiguous`, not
+/// `Unavailable` — rightly, since every attempt put a message on the queue.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_send_whose_answer_is_lost_on_every_attempt_is_ambiguous_and_the_message_arrives() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let queue = fresh_queue_pair(&clients, MAX_RECEIVE_COUNT, 30).await;
+    proxy.script(
+        "SendMessage",
+        WireFault::ResetAfterForward,
+        Hits::EveryAttempt,
+    );
+    let e = queue
+        .send(message("lost answer"))
+        .await
+        .expect_err("every answer is cut");
+    assert!(is_ambiguous(&e), "{e:?}");
+
+    let attempts = proxy.stats().operation("SendMessage").attempts;
+    assert_eq!(attempts, 3, "{}", proxy.stats());
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        if received.len() >= 3 {
+            break;
+        }
+        received.extend(
+            queue
+                .receive(10, Duration::from_secs(30))
+                .await
+                .expect("receive"),
+        );
+    }
+    assert_eq!(received.len(), 3, "each attempt landed: {received:#?}");
+    assert!(received.iter().all(|d| d.body == "lost answer"));
+    println!("{}", proxy.stats());
+}
+
+/// The same for a job's progress, a conditional `PutItem`: the first attempt wrote it, the
+/// retries met their condition already false, and no answer came back to any: `Ambiguous`
+/// (not a conflict, not unavailable), and the job reads back with the progress.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_progress_write_whose_answer_is_lost_on_every_attempt_is_ambiguous_and_took_effect() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), fresh_table(&clients).await);
+    let owner = Owner::parse("alice").expect("owner");
+    let settings = Settings::default();
+    let job = new_job(&owner);
+    store.create(&job, &json!({}), None).await.expect("create");
+    let running = job
+        .apply(Change::Start, SystemClock.now(), &settings)
+        .expect("start");
+    store
+        .update(&job, &running, None, &Deltas::between(&job, &running))
+        .await
+        .expect("start");
+    let progressed = running
+        .apply(
+            Change::Progress(Progress::new(40, "lost answer")),
+            SystemClock.now(),
+            &settings,
+        )
+        .expect("progress");
+
+    proxy.script("PutItem", WireFault::ResetAfterForward, Hits::EveryAttempt);
+    let e = store
+        .update(
+            &running,
+            &progressed,
+            None,
+            &Deltas::between(&running, &progressed),
+        )
+        .await
+        .expect_err("every answer is cut");
+    assert!(
+        matches!(&e, WriteError::Port(e) if is_ambiguous(e)),
+        "{e:?}"
+    );
+    let put = proxy.stats().operation("PutItem");
+    assert_eq!(
+        (put.faulted(WireFaultKind::Reset), put.attempts),
+        (1, 3),
+        "one PutItem, tried three times: {}",
+        proxy.stats()
+    );
+    let stored = store.get(&owner, job.id).await.expect("get").expect("job");
+    assert_eq!(
+        (stored.revision, stored.progress.percent),
+        (progressed.revision, 40)
+    );
+}
+
+/// A transaction retried after its answer was lost: DynamoDB recognises the retry by its
+/// `ClientRequestToken` (the SDK keeps it across attempts) and answers the first success
+/// again, so the job is created once and counted once. Without that memory (moto alone) the
+/// retry meets the job its first attempt wrote, and the create fails as if the id were taken.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_create_whose_answer_was_lost_succeeds_once_on_the_retry_with_the_same_token() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), fresh_table(&clients).await);
+    let owner = Owner::parse("alice").expect("owner");
+
+    let job = new_job(&owner);
+    proxy.script(
+        "TransactWriteItems",
+        WireFault::ResetAfterForward,
+        Hits::FirstAttempt,
+    );
+    let created = store
+        .create(&job, &json!({"steps": 1}), None)
+        .await
+        .expect("the retry is answered as the first attempt was");
+    assert_eq!(created, Created::New);
+    let tx = proxy.stats().operation("TransactWriteItems");
+    assert_eq!(
+        (tx.calls, tx.attempts, tx.replays),
+        (1, 2, 1),
+        "{}",
+        proxy.stats()
+    );
+    assert!(store.get(&owner, job.id).await.expect("get").is_some());
+    let figures = store
+        .figures(&owner, SystemClock.now().minus(Duration::from_secs(3600)))
+        .await
+        .expect("figures");
+    assert_eq!(
+        figures.gauges.get(&JobState::Queued),
+        Some(&1),
+        "counted once"
+    );
+
+    proxy.set_token_replay(false);
+    let other = new_job(&owner);
+    proxy.script(
+        "TransactWriteItems",
+        WireFault::ResetAfterForward,
+        Hits::FirstAttempt,
+    );
+    let e = store
+        .create(&other, &json!({"steps": 1}), None)
+        .await
+        .expect_err("without the token memory the retry meets its own write");
+    let source = std::error::Error::source(&e).map(ToString::to_string);
+    assert!(
+        matches!(e, PortError::Failed { .. }) && source.is_some_and(|s| s.contains("is taken")),
+        "{e:?}"
+    );
+}
+
+/// The faults the SDK retries: injected on the first attempt, each send goes through on the
+/// second (a hang after the attempt timeout, so its first attempt landed too); injected on
+/// every attempt, the SDK tries three times (a 400 is retried only when it reads as
+/// throttling) and the adapter calls the failure `Unavailable`, on SQS and on DynamoDB alike.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn injected_throttling_and_server_errors_are_retried_by_the_sdk_then_unavailable() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let queue = fresh_queue_pair(&clients, MAX_RECEIVE_COUNT, 30).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), fresh_table(&clients).await);
+    let owner = Owner::parse("alice").expect("owner");
+    for fault in [
+        WireFault::Throttle,
+        WireFault::ServerError,
+        WireFault::Latency(Duration::from_millis(50)),
+        WireFault::HangAfterForward,
+    ] {
+        proxy.script("SendMessage", fault, Hits::FirstAttempt);
+        queue
+            .send(message("m"))
+            .await
+            .expect("the retry goes through");
+    }
+    assert_eq!(
+        proxy.stats().operation("SendMessage").attempts,
+        7,
+        "latency costs no retry: {}",
+        proxy.stats()
+    );
+
+    for fault in [WireFault::Throttle, WireFault::ServerError] {
+        proxy.script("SendMessage", fault, Hits::EveryAttempt);
+        let e = queue
+            .send(message("m"))
+            .await
+            .expect_err("every attempt fails");
+        assert!(is_unavailable(&e), "{fault:?}: {e:?}");
+        proxy.script("GetItem", fault, Hits::EveryAttempt);
+        let e = store
+            .get(&owner, JobId::random())
+            .await
+            .expect_err("every attempt fails");
+        assert!(is_unavailable(&e), "{fault:?}: {e:?}");
+    }
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.operation("SendMessage").attempts,
+        7 + 2 * 3,
+        "{stats}"
+    );
+    assert_eq!(stats.operation("GetItem").attempts, 2 * 3, "{stats}");
+    println!("{stats}");
+}
+
 // ---- error classification, without moto --------------------------------------------------------
 
 /// An address where nothing listens: bound, then released.
@@ -516,22 +751,16 @@ async fn silent_endpoint() -> String {
 #[tokio::test]
 async fn a_send_that_times_out_is_ambiguous_and_a_refused_one_unavailable() {
     let url = silent_endpoint().await;
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_millis(300))
-                .operation_timeout(Duration::from_millis(300))
-                .build(),
-        )
-        .retry_config(RetryConfig::disabled())
-        .endpoint_url(&url)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    let clients = Clients::from_sdk_config(&config);
+    let clients = configured_clients(
+        &url,
+        RetryConfig::disabled(),
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_millis(300))
+            .operation_timeout(Duration::from_millis(300))
+            .build(),
+    )
+    .await;
     let queue = SqsQueue::new(
         clients.sqs,
         format!("{url}/123456789012/q"),
@@ -596,31 +825,9 @@ async fn fake_dynamodb(status: u16, code: &'static str) -> String {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                // Read the request's head and body, so the client sees a clean answer.
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                loop {
-                    let Ok(read) = socket.read(&mut buffer).await else {
-                        return;
-                    };
-                    if read == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buffer[..read]);
-                    let text = String::from_utf8_lossy(&request);
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let length = text[..head_end]
-                            .lines()
-                            .find_map(|l| {
-                                let (name, value) = l.split_once(':')?;
-                                name.eq_ignore_ascii_case("content-length")
-                                    .then(|| value.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= head_end + 4 + length {
-                            break;
-                        }
-                    }
+                // Read the whole request, so the client sees a clean answer.
+                if !read_whole_request(&mut socket).await {
+                    return;
                 }
                 let body = format!(
                     r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"fake {code}"}}"#
@@ -666,4 +873,133 @@ async fn throttling_and_server_errors_are_unavailable_and_validation_errors_fail
             .expect_err("the fake refuses everything");
         assert_eq!(is_unavailable(&e), transient, "{status} {code}: {e:?}");
     }
+}
+
+/// Reads one request's head and body (by its Content-Length) from `socket`; false when the
+/// client went away first.
+async fn read_whole_request(socket: &mut TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let Ok(read) = socket.read(&mut buffer).await else {
+            return false;
+        };
+        if read == 0 {
+            return false;
+        }
+        request.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if request.len() >= head_end + 4 + length {
+                return true;
+            }
+        }
+    }
+}
+
+/// How [`cutting_endpoint`] ends a connection instead of answering.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Reads the request, then resets the connection.
+    ResetAfterReading,
+    /// Reads the request, then closes the connection.
+    CloseAfterReading,
+}
+
+/// An endpoint that takes every request and cuts the connection instead of answering.
+async fn cutting_endpoint(cut: Cut) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if !read_whole_request(&mut socket).await {
+                    return;
+                }
+                match cut {
+                    Cut::ResetAfterReading => {
+                        socket.set_zero_linger().expect("SO_LINGER");
+                        drop(socket);
+                    }
+                    Cut::CloseAfterReading => {
+                        let _ = socket.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A request that reached the server and whose connection was then cut may have been carried
+/// out, whether the server reset the connection or closed it: every adapter call is
+/// `Ambiguous`, none merely `Unavailable`.
+#[tokio::test]
+async fn a_connection_cut_after_the_request_was_read_is_ambiguous_for_every_adapter() {
+    let owner = Owner::anonymous();
+    for cut in [Cut::ResetAfterReading, Cut::CloseAfterReading] {
+        let url = cutting_endpoint(cut).await;
+        let clients = clients_at(&url, 1).await;
+        let queue = SqsQueue::new(
+            clients.sqs,
+            format!("{url}/123456789012/q"),
+            format!("{url}/123456789012/q-dlq"),
+        );
+        let store = DynamoJobStore::new(clients.dynamo, "t".into());
+
+        let e = queue.send(message("m")).await.expect_err("cut");
+        assert!(is_ambiguous(&e), "{cut:?}: {e:?}");
+        let e = store
+            .create(&new_job(&owner), &json!({}), None)
+            .await
+            .expect_err("cut");
+        assert!(is_ambiguous(&e), "{cut:?}: {e:?}");
+        let e = store.get(&owner, JobId::random()).await.expect_err("cut");
+        assert!(is_ambiguous(&e), "{cut:?}: {e:?}");
+    }
+}
+
+/// A listener whose accept queue is full and never drained: a connect to it hangs, as to a
+/// host that drops the SYN. The listener and the connection that fills the queue must live as
+/// long as the test.
+async fn unanswered_connects() -> (String, TcpListener, TcpStream) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let address = listener.local_addr().expect("address");
+    let filler = TcpStream::connect(address).await.expect("fill the queue");
+    (format!("http://{address}"), listener, filler)
+}
+
+/// A connect that times out sent nothing: `Unavailable`, although it is a timeout.
+#[tokio::test]
+async fn a_connect_that_times_out_is_unavailable() {
+    let (url, _listener, _filler) = unanswered_connects().await;
+    let clients = configured_clients(
+        &url,
+        RetryConfig::disabled(),
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .operation_attempt_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(5))
+            .build(),
+    )
+    .await;
+    let queue = SqsQueue::new(
+        clients.sqs,
+        format!("{url}/123456789012/q"),
+        format!("{url}/123456789012/q-dlq"),
+    );
+    let e = queue.send(message("m")).await.expect_err("connect timeout");
+    assert!(is_unavailable(&e), "{e:?}");
 }

@@ -31,7 +31,7 @@ pub enum PortError {
     /// the call may or may not have taken effect. Transient like [`PortError::Unavailable`];
     /// apart from it because a caller must not act as if nothing happened — a message whose
     /// send timed out may well be on the queue.
-    #[error("{what} timed out; its outcome is unknown")]
+    #[error("{what} got no answer; its outcome is unknown")]
     Ambiguous {
         /// Which call.
         what: &'static str,

@@ -14,6 +14,10 @@
 //! - [`faults`]: [`faults::FaultyStore`] and [`faults::FaultyQueue`] wrap any port and inject
 //!   what a [`faults::FaultPlan`] says (errors, latency, ambiguous writes, a crash between two
 //!   writes, a call held until the test lets it through); every other call passes through.
+//! - `wire` (feature `wire`): a fault-injecting HTTP proxy between the AWS SDK and moto server
+//!   that loses answers after the write (a reset, a hang), answers 500 or throttling, or adds
+//!   latency, per logical SDK call from a seeded plan or a script, and replays transactions by
+//!   their token as DynamoDB does.
 //! - [`invariants`]: the restarted runtime that brings jobs to rest, and the legality checks of
 //!   a job at rest.
 //! - [`Harness`]: how time passes for the backend: [`ManualTime`] moves a
@@ -62,6 +66,8 @@ pub mod orders;
 pub mod queue;
 pub mod redrive;
 pub mod store;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 pub use redrive::RedriveFixture;
 
