@@ -235,7 +235,9 @@ impl FunctionKind {
     /// - `status`, after the long-poll cap: the last read and the `Retry-After` read;
     /// - `worker`, after an attempt's lease (worker timeout + lease grace): the outcome write
     ///   still in flight and the delivery's visibility change;
-    /// - `sweeper`, one call at a time: a sweep cut short is caught up by the next.
+    /// - `sweeper`, in the last third of its time, which it keeps by starting no job after the
+    ///   first two ([`crate::sweep`]): a job's re-send, its write, and the read of a write
+    ///   whose answer was lost.
     pub fn sdk_budget(
         self,
         settings: &ackflow_core::Settings,
@@ -245,7 +247,7 @@ impl FunctionKind {
             Self::Api => (timeout, 5),
             Self::Status => (timeout.saturating_sub(settings.long_poll_cap), 2),
             Self::Worker => (timeout.saturating_sub(settings.lease()), 2),
-            Self::Sweeper => (timeout, 1),
+            Self::Sweeper => (timeout / 3, 3),
         };
         SdkBudget::within(slack, calls)
     }

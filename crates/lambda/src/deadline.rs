@@ -54,7 +54,7 @@ async fn guard(request: Request, next: Next) -> Response {
 
 /// The time left until `deadline_ms` (milliseconds since the epoch, as Lambda gives it), or
 /// `None` when there is no deadline (0: a context built outside Lambda).
-fn time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
+pub(crate) fn time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
     if deadline_ms == 0 {
         return None;
     }

@@ -1,4 +1,4 @@
-//! The `sweeper` function's handler: one [`Ackflow::sweep`] per scheduled invocation
+//! The `sweeper` function's handler: one [`Ackflow::sweep_until`] per scheduled invocation
 //! (EventBridge, every `ACKFLOW_SWEEP_PERIOD_SECS`). The event itself carries nothing the sweep
 //! needs, so any JSON is accepted — a manual `cargo lambda invoke` with `{}` works too.
 
@@ -7,6 +7,7 @@ use ackflow_core::{Ackflow, PortError, SweepReport};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
+use std::time::SystemTime;
 use tracing::{error, info};
 
 /// What one sweep did: the function's result (visible in `cargo lambda invoke` and in the
@@ -22,6 +23,9 @@ pub struct SweepSummary {
     /// Jobs the sweep could not act on this time (the store or queue failed for them); they
     /// stay due for the next sweep.
     pub errors: u32,
+    /// Whether the sweep stopped early to answer within the invocation's time; what it did not
+    /// reach stays due for the next sweep.
+    pub out_of_time: bool,
 }
 
 impl From<SweepReport> for SweepSummary {
@@ -31,6 +35,7 @@ impl From<SweepReport> for SweepSummary {
             resent: r.resent,
             purged: r.purged,
             errors: r.errors,
+            out_of_time: r.out_of_time,
         }
     }
 }
@@ -58,7 +63,11 @@ pub async fn sweep(app: &Ackflow, event: LambdaEvent<Value>) -> Result<SweepSumm
         .get("time")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    match app.sweep().await {
+    // The last third of the invocation's time is kept for the calls still in flight when the
+    // sweep stops starting new ones (FunctionKind::sdk_budget fits them in it).
+    let stop_starting = crate::deadline::time_left(event.context.deadline, SystemTime::now())
+        .map(|left| tokio::time::Instant::now() + left * 2 / 3);
+    match app.sweep_until(stop_starting).await {
         Ok(report) => {
             let summary = SweepSummary::from(report);
             info!(
@@ -66,6 +75,7 @@ pub async fn sweep(app: &Ackflow, event: LambdaEvent<Value>) -> Result<SweepSumm
                 resent = summary.resent,
                 purged = summary.purged,
                 errors = summary.errors,
+                out_of_time = summary.out_of_time,
                 scheduled_at,
                 "sweep done"
             );

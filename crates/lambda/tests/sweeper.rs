@@ -61,7 +61,8 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
             failed: 0,
             resent: 0,
             purged: 0,
-            errors: 0
+            errors: 0,
+            out_of_time: false
         }
     );
 
@@ -83,6 +84,6 @@ async fn a_scheduled_invocation_fails_jobs_past_their_deadline_and_reports_it() 
     );
     assert_eq!(
         serde_json::to_value(summary).expect("serializes"),
-        json!({"failed": 1, "resent": 0, "purged": 0, "errors": 0})
+        json!({"failed": 1, "resent": 0, "purged": 0, "errors": 0, "out_of_time": false})
     );
 }

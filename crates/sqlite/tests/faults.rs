@@ -787,6 +787,26 @@ async fn a_send_that_timed_out_or_failed_names_the_recorded_job() {
 // ---- the sweeper ------------------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_sweep_at_its_time_limit_starts_nothing_and_leaves_the_jobs_due() {
+    let one = OneJob::shipped();
+    one.app.accept(demo(false)).await.expect("accepted");
+    one.clock.advance(settings().job_deadline + TICK);
+    let report = one
+        .app
+        .sweep_until(Some(tokio::time::Instant::now()))
+        .await
+        .expect("the sweep answers");
+    assert!(report.out_of_time, "{report:?}");
+    assert_eq!((report.failed, report.errors), (0, 0), "{report:?}");
+    let report = one.app.sweep_until(None).await.expect("the next sweep");
+    assert_eq!(
+        (report.failed, report.out_of_time),
+        (1, false),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_sweep_carries_on_past_one_jobs_failed_write_and_counts_it() {
     let one = OneJob::shipped();
     for _ in 0..3 {

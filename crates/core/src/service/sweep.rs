@@ -20,6 +20,9 @@ pub struct SweepReport {
     /// Jobs the sweep could not write (or re-send) because the store or the queue failed for
     /// them; they stay due, and the next sweep tries them again.
     pub errors: u32,
+    /// Whether the sweep stopped at its time limit ([`Ackflow::sweep_until`]) with work left:
+    /// the rest stays due for the next sweep.
+    pub out_of_time: bool,
 }
 
 impl Ackflow {
@@ -31,16 +34,40 @@ impl Ackflow {
     /// jobs are counted in [`SweepReport::errors`] and stay due. Only a failed read of the index
     /// ends the sweep early, with an error: nothing else can be done without it.
     pub async fn sweep(&self) -> Result<SweepReport, PortError> {
+        self.sweep_until(None).await
+    }
+
+    /// [`Ackflow::sweep`], starting nothing (no page read, no job's writes, no purge) at or
+    /// after `stop_starting`: a sweeper that is killed at a timeout stops in time to answer,
+    /// and what it did not reach stays due for the next sweep.
+    pub async fn sweep_until(
+        &self,
+        stop_starting: Option<tokio::time::Instant>,
+    ) -> Result<SweepReport, PortError> {
         const BATCH: usize = 100;
         const ROUNDS: usize = 20;
         let mut report = SweepReport::default();
         let now = self.clock.now();
+        let out_of_time = |report: &mut SweepReport| {
+            let late = stop_starting.is_some_and(|t| tokio::time::Instant::now() >= t);
+            if late && !report.out_of_time {
+                warn!("the sweep reached its time limit; what is left stays due for the next one");
+            }
+            report.out_of_time |= late;
+            late
+        };
         for _ in 0..ROUNDS {
+            if out_of_time(&mut report) {
+                return Ok(report);
+            }
             let due = self.store.due_for_sweep(now, BATCH).await?;
             let full = due.len() == BATCH;
             let errors_before = report.errors;
             let read = due.len();
             for job in due {
+                if out_of_time(&mut report) {
+                    return Ok(report);
+                }
                 if now >= job.deadline {
                     match self
                         .write(&job, Change::Fail(Problem::deadline_exceeded()), None)
@@ -80,6 +107,9 @@ impl Ackflow {
             if !full || all_failed {
                 break;
             }
+        }
+        if out_of_time(&mut report) {
+            return Ok(report);
         }
         match self.store.purge_expired(now, 1000).await {
             Ok(purged) => report.purged = purged,
