@@ -47,7 +47,7 @@ use ackflow_core::{
 use ackflow_http::{Anonymous, ApiState};
 use ackflow_lambda::test_support::{sqs_event, SqsRecord, QUEUE_ARN};
 use ackflow_lambda::{BatchOptions, FunctionKind};
-use ackflow_testkit::wire::{FaultRates, WirePlan, WireProxy};
+use ackflow_testkit::wire::{FaultRates, Hits, WireFault, WirePlan, WireProxy};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
@@ -295,6 +295,16 @@ async fn function(
     let budget = kind
         .sdk_budget(&config.settings, timeout)
         .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+    function_within(budget, proxy, config, ledger).await
+}
+
+/// A function whose calls cross the proxy with the SDK timeouts of `budget`.
+async fn function_within(
+    budget: SdkBudget,
+    proxy: &WireProxy,
+    config: &AwsConfig,
+    ledger: &Arc<Ledger>,
+) -> Arc<Ackflow> {
     let clients = clients_at(&proxy.url(), budget).await;
     let registry = Registry::new().with(Counting {
         ledger: ledger.clone(),
@@ -648,6 +658,69 @@ async fn queue_is_empty(direct: &Clients, queue_url: &str) -> bool {
         .all(|(_, v)| v == "0")
 }
 
+// ---- one submission whose every call hangs -----------------------------------------------------
+
+/// The api's answer to one keyless submission whose create hangs on every attempt and whose
+/// read-back fails, its SDK calls bounded by `budget`, behind the deadline guard when `guarded`.
+async fn a_hung_submission(budget: SdkBudget, guarded: bool) -> Answer {
+    let direct = clients_at(&moto_url(), SdkBudget::DEFAULT).await;
+    let config = deployment_named(&direct, "wire-hung").await;
+    let proxy = WireProxy::start(&moto_url(), WirePlan::quiet())
+        .await
+        .expect("proxy");
+    proxy.script(
+        "TransactWriteItems",
+        WireFault::HangAfterForward,
+        Hits::EveryAttempt,
+    );
+    proxy.script("GetItem", WireFault::ServerError, Hits::EveryAttempt);
+    let app = function_within(budget, &proxy, &config, &Arc::new(Ledger::default())).await;
+    let router = ackflow_http::router(ApiState::new(app, Arc::new(Anonymous)));
+    let api = Api {
+        router: if guarded {
+            ackflow_lambda::answer_before_deadline(router)
+        } else {
+            router
+        },
+        invocations: AtomicU64::new(0),
+    };
+    api.submit("hung", None).await
+}
+
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_submission_whose_calls_all_hang_is_answered_by_ackflow_within_the_api_timeout() {
+    let fitted = FunctionKind::Api
+        .sdk_budget(&settings(), API_TIMEOUT)
+        .expect("fits");
+    // As deployed: the use case itself answers, in time, naming the job it may have recorded.
+    match a_hung_submission(fitted, true).await {
+        Answer::Http {
+            status: 503,
+            retry_after: Some(_),
+            problem_json: true,
+            body,
+        } => assert!(job_id(&body, "job_id").is_some(), "names the job: {body}"),
+        other => panic!("not ackflow's 503: {other:?}"),
+    }
+    // With the fixed bounds every function had before (5 s an attempt, 15 s a call) and no
+    // guard, Lambda kills the function and the client gets API Gateway's bare 503.
+    assert!(matches!(
+        a_hung_submission(SdkBudget::DEFAULT, false).await,
+        Answer::Killed
+    ));
+    // The guard alone still answers with ackflow's own 503.
+    match a_hung_submission(SdkBudget::DEFAULT, true).await {
+        Answer::Http {
+            status: 503,
+            retry_after: Some(_),
+            problem_json: true,
+            ..
+        } => {}
+        other => panic!("not ackflow's 503: {other:?}"),
+    }
+}
+
 // ---- the run ------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -677,15 +750,11 @@ async fn under_faults_on_the_wire_every_job_ends_once_and_every_answer_is_ackflo
     );
 }
 
-/// One deployment's run: `submissions` jobs under the faults of `seed` (drawn anew for each
-/// deployment), and what did not hold.
-async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
-    let moto = moto_url();
-    let direct = clients_at(&moto, SdkBudget::DEFAULT).await;
+/// A fresh queue pair and table, named after `prefix` and the time.
+async fn deployment_named(direct: &Clients, prefix: &str) -> AwsConfig {
     let settings = settings();
-
     let name = format!(
-        "wire-{seed}-{deployment}-{}",
+        "{prefix}-{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -700,12 +769,23 @@ async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
     .await
     .expect("queues");
     create_table(&direct.dynamo, &name).await.expect("table");
-    let config = AwsConfig {
-        queue_url: queue_url.clone(),
+    AwsConfig {
+        queue_url,
         dlq_url,
         table: name,
-        settings: settings.clone(),
-    };
+        settings,
+    }
+}
+
+/// One deployment's run: `submissions` jobs under the faults of `seed` (drawn anew for each
+/// deployment), and what did not hold.
+async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
+    let moto = moto_url();
+    let direct = clients_at(&moto, SdkBudget::DEFAULT).await;
+    let settings = settings();
+
+    let config = deployment_named(&direct, &format!("wire-{seed}-{deployment}")).await;
+    let queue_url = config.queue_url.clone();
 
     let proxy = WireProxy::start(
         &moto,
