@@ -53,10 +53,15 @@ async fn guard(request: Request, next: Next) -> Response {
 }
 
 /// The time left until `deadline_ms` (milliseconds since the epoch, as Lambda gives it), or
-/// `None` when there is no deadline (0: a context built outside Lambda).
+/// `None` when there is no deadline (0: a context built outside Lambda). A value below
+/// [`crate::sqs::RELATIVE_BELOW_MS`] is an emulator's timeout (`cargo lambda watch` sends
+/// `600000`), read as relative to now, as the batch lifter reads it.
 pub(crate) fn time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
     if deadline_ms == 0 {
         return None;
+    }
+    if i64::try_from(deadline_ms).is_ok_and(|ms| ms < crate::sqs::RELATIVE_BELOW_MS) {
+        return Some(Duration::from_millis(deadline_ms));
     }
     let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     Some(Duration::from_millis(deadline_ms).saturating_sub(now))
@@ -136,12 +141,18 @@ mod tests {
 
     #[test]
     fn no_deadline_means_no_guard_and_a_past_one_leaves_nothing() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_eq!(time_left(0, now), None);
         assert_eq!(
-            time_left(1_002_500, now),
+            time_left(1_800_000_002_500, now),
             Some(Duration::from_millis(2_500))
         );
-        assert_eq!(time_left(999_000, now), Some(Duration::ZERO));
+        assert_eq!(time_left(1_799_999_999_000, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_emulators_timeout_is_read_as_time_left() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(time_left(600_000, now), Some(Duration::from_secs(600)));
     }
 }

@@ -25,11 +25,11 @@
 //!   sends such a record; it would take a hand-made or corrupted event.
 //! - **A record that is not an SQS message** (but has an id) is reported as a failure; if it
 //!   never becomes readable, the queue's redrive policy moves it to the dead-letter queue.
-//! - **The invocation deadline** ([`Context::deadline`]): a record is started only while at
+//! - **The invocation deadline** ([`lambda_runtime::Context::deadline`]): a record is started only while at
 //!   least `worker_timeout + margin` remains, so that an attempt is never cut off by the end of
 //!   the invocation. Records not started are made visible again at once (visibility 0) and
 //!   reported as failures, so another invocation takes them without waiting for the visibility
-//!   timeout. A deadline of 0 ([`Context::default`], as in tests) means "unknown": no limit;
+//!   timeout. A deadline of 0 ([`lambda_runtime::Context::default`], as in tests) means "unknown": no limit;
 //!   one too small to be a time since the epoch (below [`RELATIVE_BELOW_MS`]) is what runtime
 //!   emulators send (`cargo lambda watch` sends its 600 s timeout as `600000`) and is read as
 //!   relative to the start of the invocation.
