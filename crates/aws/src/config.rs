@@ -85,7 +85,8 @@ pub struct Clients {
 pub struct SdkBudget {
     /// Connecting (TCP and TLS).
     pub connect: Duration,
-    /// One attempt. Half the operation, so that a hung first attempt leaves room for a retry.
+    /// One attempt: at most half the operation, so that a hung first attempt leaves room for a
+    /// retry.
     pub attempt: Duration,
     /// The whole call with its retries.
     pub operation: Duration,
@@ -137,7 +138,9 @@ impl SdkBudget {
         let operation = share.min(Self::DEFAULT.operation);
         let attempt = (operation / 2).min(Self::DEFAULT.attempt);
         Ok(SdkBudget {
-            connect: attempt.min(Self::DEFAULT.connect),
+            // Under the attempt's, so that a connect that hangs is reported as a connect that
+            // failed (nothing sent) rather than as an attempt that timed out (outcome unknown).
+            connect: (attempt / 2).min(Self::DEFAULT.connect),
             attempt,
             operation,
         })
@@ -244,16 +247,16 @@ mod tests {
         let budget = SdkBudget::within(Duration::from_secs(9), 4).expect("fits");
         assert_eq!(budget.operation, Duration::from_secs(2));
         assert_eq!(budget.attempt, Duration::from_secs(1));
-        assert_eq!(budget.connect, Duration::from_secs(1));
+        assert_eq!(budget.connect, Duration::from_millis(500));
         assert!(budget.operation * 4 + ANSWER_MARGIN <= Duration::from_secs(9));
     }
 
     #[test]
     fn a_long_timeout_keeps_the_default_bounds() {
-        assert_eq!(
-            SdkBudget::within(Duration::from_secs(300), 2).expect("fits"),
-            SdkBudget::DEFAULT
-        );
+        let budget = SdkBudget::within(Duration::from_secs(300), 2).expect("fits");
+        assert_eq!(budget.operation, SdkBudget::DEFAULT.operation);
+        assert_eq!(budget.attempt, SdkBudget::DEFAULT.attempt);
+        assert!(budget.connect < budget.attempt, "{budget:?}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ const TRANSIENT_CODES: &[&str] = &[
 /// service may have applied it (a write whose answer was lost), so the caller must not take it
 /// as not done. Unavailable: the request never reached the service, or the service answered
 /// that it failed for now, and trying later may help — the connection could not be made
-/// (refused, DNS, connect timeout), 5xx answers, throttling.
+/// (refused, DNS, connect timeout), 5xx answers, throttling. A 5xx may still have applied a
+/// write, so a caller for whom that matters reads back, as accepting a job does.
 /// Failed: everything else — a request the service refuses (validation, a missing queue or
 /// table, access denied) will be refused again.
 pub fn classify<E>(what: &'static str, error: SdkError<E, HttpResponse>) -> PortError

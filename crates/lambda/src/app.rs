@@ -229,12 +229,16 @@ impl FunctionKind {
     /// answers (its own problem+json, its batch response) even when every call it still has to
     /// make hangs until the SDK gives up on it. What has to fit, after the last moment the
     /// function starts new work:
-    /// - `api`, from the start: a submission's create, the read-back of a create whose answer
-    ///   was lost, the send, the write that fails an unsent job, and the typical-latency read
-    ///   of its `Retry-After`;
+    /// - `api`, from the start, at most six: a submission's create, then the read-back of a
+    ///   create whose answer was lost or the reopen of a keyed retry (with the read after its
+    ///   conflict), the send, and the write that fails an unsent job with the read after its
+    ///   conflict, or else the typical-latency read of a 202's `Retry-After`;
     /// - `status`, after the long-poll cap: the last read and the `Retry-After` read;
     /// - `worker`, after an attempt's lease (worker timeout + lease grace): the outcome write
-    ///   still in flight and the delivery's visibility change;
+    ///   still in flight (or the read after its conflict) and the delivery's visibility change.
+    ///   This holds for records that start with the invocation, as all of a batch do when
+    ///   `ACKFLOW_CONCURRENCY` is at least the batch size (the template's default); one started
+    ///   later, while `worker_timeout + margin` is left, has less after its lease;
     /// - `sweeper`, in the last third of its time, which it keeps by starting no job after the
     ///   first two ([`crate::sweep`]): a job's re-send, its write, and the read of a write
     ///   whose answer was lost.
@@ -244,7 +248,7 @@ impl FunctionKind {
         timeout: Duration,
     ) -> Result<SdkBudget, BudgetError> {
         let (slack, calls) = match self {
-            Self::Api => (timeout, 5),
+            Self::Api => (timeout, 6),
             Self::Status => (timeout.saturating_sub(settings.long_poll_cap), 2),
             Self::Worker => (timeout.saturating_sub(settings.lease()), 2),
             Self::Sweeper => (timeout / 3, 3),

@@ -2,7 +2,8 @@
 //! its client with API Gateway's bare 503: no problem body, no `Retry-After`, nothing about
 //! the job. The SDK's timeouts are fitted into the function's ([`crate::FunctionKind::sdk_budget`])
 //! so that the use cases finish in time by construction; this guard is what still answers when
-//! something else (a starved CPU, a processor-independent stall) eats the time.
+//! something outside the SDK's calls eats the time (a starved CPU, the adapter's own retries of
+//! a cancelled transaction).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

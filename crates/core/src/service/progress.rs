@@ -114,11 +114,15 @@ impl ProgressSink for StoreProgress {
             self.abandoned.store(true, Ordering::Relaxed);
             return;
         };
-        match self
+        // Unconfirmed until the store answers: should the attempt's timeout drop this future
+        // mid-write, the write may still land, and the outcome must be fenced on what it wrote.
+        state.unconfirmed = Some(after.clone());
+        let written = self
             .store
             .update(&state.job, &after, None, &Deltas::default())
-            .await
-        {
+            .await;
+        state.unconfirmed = None;
+        match written {
             Ok(()) => (state.job, state.written_at) = (after, now),
             Err(WriteError::Conflict) => match holds(self.store.as_ref(), &after).await {
                 // The write landed and only its answer was lost: the attempt goes on.
