@@ -5,9 +5,9 @@
 //! something outside the SDK's calls eats the time (a starved CPU, the adapter's own retries of
 //! a cancelled transaction).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ackflow_core::Problem;
+use ackflow_core::{Clock as _, Problem, SystemClock, Timestamp};
 use ackflow_http::error::{problem_response, retry_after_value, UNAVAILABLE_RETRY_AFTER};
 use axum::extract::Request;
 use axum::http::header;
@@ -29,7 +29,7 @@ pub fn answer_before_deadline(router: axum::Router) -> axum::Router {
 async fn guard(request: Request, next: Next) -> Response {
     let Some(left) = request
         .lambda_context_ref()
-        .and_then(|context| time_left(context.deadline, SystemTime::now()))
+        .and_then(|context| time_left(context.deadline, SystemClock.now()))
     else {
         return next.run(request).await;
     };
@@ -53,19 +53,11 @@ async fn guard(request: Request, next: Next) -> Response {
     }
 }
 
-/// The time left until `deadline_ms` (milliseconds since the epoch, as Lambda gives it), or
-/// `None` when there is no deadline (0: a context built outside Lambda). A value below
-/// [`crate::sqs::RELATIVE_BELOW_MS`] is an emulator's timeout (`cargo lambda watch` sends
-/// `600000`), read as relative to now, as the batch lifter reads it.
-pub(crate) fn time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
-    if deadline_ms == 0 {
-        return None;
-    }
-    if i64::try_from(deadline_ms).is_ok_and(|ms| ms < crate::sqs::RELATIVE_BELOW_MS) {
-        return Some(Duration::from_millis(deadline_ms));
-    }
-    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Some(Duration::from_millis(deadline_ms).saturating_sub(now))
+/// The time left at `now` until the invocation's deadline `deadline_ms`, read as the batch
+/// lifter reads it ([`crate::sqs`]: 0 is no deadline, a value too small to be a time since the
+/// epoch is an emulator's timeout).
+pub(crate) fn time_left(deadline_ms: u64, now: Timestamp) -> Option<Duration> {
+    crate::sqs::invocation_deadline(deadline_ms, now).map(|deadline| deadline.since(now))
 }
 
 #[cfg(test)]
@@ -75,6 +67,7 @@ mod tests {
     use axum::routing::get;
     use http_body_util::BodyExt as _;
     use lambda_runtime::Context;
+    use std::time::{SystemTime, UNIX_EPOCH};
     use tower::ServiceExt as _;
 
     /// A route that never answers, as a request whose every call hangs would.
@@ -142,7 +135,7 @@ mod tests {
 
     #[test]
     fn no_deadline_means_no_guard_and_a_past_one_leaves_nothing() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now = Timestamp::from_millis(1_800_000_000_000);
         assert_eq!(time_left(0, now), None);
         assert_eq!(
             time_left(1_800_000_002_500, now),
@@ -153,7 +146,7 @@ mod tests {
 
     #[test]
     fn an_emulators_timeout_is_read_as_time_left() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now = Timestamp::from_millis(1_800_000_000_000);
         assert_eq!(time_left(600_000, now), Some(Duration::from_secs(600)));
     }
 }

@@ -345,7 +345,7 @@ pub async fn process_batch(
 /// A value before [`RELATIVE_BELOW_MS`] cannot be a real deadline: emulators send the function
 /// timeout there instead (`cargo lambda watch` sends `600000`), so it is read as relative to
 /// the start of the invocation.
-fn invocation_deadline(deadline_ms: u64, now: Timestamp) -> Option<Timestamp> {
+pub(crate) fn invocation_deadline(deadline_ms: u64, now: Timestamp) -> Option<Timestamp> {
     let millis = i64::try_from(deadline_ms).ok().filter(|&ms| ms > 0)?;
     if millis < RELATIVE_BELOW_MS {
         Some(now.plus(Duration::from_millis(deadline_ms)))

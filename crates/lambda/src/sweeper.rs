@@ -7,7 +7,6 @@ use ackflow_core::{Ackflow, PortError, SweepReport};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
-use std::time::SystemTime;
 use tracing::{error, info};
 
 /// What one sweep did: the function's result (visible in `cargo lambda invoke` and in the
@@ -65,7 +64,7 @@ pub async fn sweep(app: &Ackflow, event: LambdaEvent<Value>) -> Result<SweepSumm
         .map(str::to_owned);
     // The last third of the invocation's time is kept for the calls still in flight when the
     // sweep stops starting new ones (FunctionKind::sdk_budget fits them in it).
-    let stop_starting = crate::deadline::time_left(event.context.deadline, SystemTime::now())
+    let stop_starting = crate::deadline::time_left(event.context.deadline, app.clock().now())
         .map(|left| tokio::time::Instant::now() + left * 2 / 3);
     match app.sweep_until(stop_starting).await {
         Ok(report) => {
