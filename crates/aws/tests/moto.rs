@@ -745,6 +745,15 @@ async fn silent_endpoint() -> String {
     format!("http://{address}")
 }
 
+/// A queue pair at an endpoint that only fails: the URLs need only parse.
+fn queue_at(sqs: aws_sdk_sqs::Client, url: &str) -> SqsQueue {
+    SqsQueue::new(
+        sqs,
+        format!("{url}/123456789012/q"),
+        format!("{url}/123456789012/q-dlq"),
+    )
+}
+
 /// A send that went out and timed out may have reached SQS: it is `Ambiguous`, which makes
 /// accept leave the job queued for the sweeper instead of failing it; a refused connection is
 /// plainly `Unavailable` (nothing was sent).
@@ -761,20 +770,12 @@ async fn a_send_that_times_out_is_ambiguous_and_a_refused_one_unavailable() {
             .build(),
     )
     .await;
-    let queue = SqsQueue::new(
-        clients.sqs,
-        format!("{url}/123456789012/q"),
-        format!("{url}/123456789012/q-dlq"),
-    );
+    let queue = queue_at(clients.sqs, &url);
     let e = queue.send(message("m")).await.expect_err("timed out");
     assert!(matches!(e, PortError::Ambiguous { .. }), "{e:?}");
 
     let refused = clients_at(&closed_port().await, 1).await;
-    let queue = SqsQueue::new(
-        refused.sqs,
-        "http://127.0.0.1:1/123456789012/q".into(),
-        "http://127.0.0.1:1/123456789012/q-dlq".into(),
-    );
+    let queue = queue_at(refused.sqs, "http://127.0.0.1:1");
     let e = queue.send(message("m")).await.expect_err("refused");
     assert!(is_unavailable(&e), "{e:?}");
 }
@@ -784,11 +785,7 @@ async fn a_send_that_times_out_is_ambiguous_and_a_refused_one_unavailable() {
 #[tokio::test]
 async fn a_refused_connection_is_unavailable_for_every_adapter() {
     let clients = clients_at(&closed_port().await, 1).await;
-    let queue = SqsQueue::new(
-        clients.sqs.clone(),
-        "http://127.0.0.1:1/123456789012/q".into(),
-        "http://127.0.0.1:1/123456789012/q-dlq".into(),
-    );
+    let queue = queue_at(clients.sqs.clone(), "http://127.0.0.1:1");
     let store = DynamoJobStore::new(clients.dynamo.clone(), "t".into());
     let book = DynamoOrderBook::new(clients.dynamo, "t".into());
     let owner = Owner::anonymous();
@@ -948,11 +945,7 @@ async fn a_connection_cut_after_the_request_was_read_is_ambiguous_for_every_adap
     for cut in [Cut::ResetAfterReading, Cut::CloseAfterReading] {
         let url = cutting_endpoint(cut).await;
         let clients = clients_at(&url, 1).await;
-        let queue = SqsQueue::new(
-            clients.sqs,
-            format!("{url}/123456789012/q"),
-            format!("{url}/123456789012/q-dlq"),
-        );
+        let queue = queue_at(clients.sqs, &url);
         let store = DynamoJobStore::new(clients.dynamo, "t".into());
 
         let e = queue.send(message("m")).await.expect_err("cut");
@@ -995,11 +988,7 @@ async fn a_connect_that_times_out_is_unavailable() {
             .build(),
     )
     .await;
-    let queue = SqsQueue::new(
-        clients.sqs,
-        format!("{url}/123456789012/q"),
-        format!("{url}/123456789012/q-dlq"),
-    );
+    let queue = queue_at(clients.sqs, &url);
     let e = queue.send(message("m")).await.expect_err("connect timeout");
     assert!(is_unavailable(&e), "{e:?}");
 }
