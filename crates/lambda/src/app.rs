@@ -236,9 +236,10 @@ impl FunctionKind {
     /// - `status`, after the long-poll cap: the last read and the `Retry-After` read;
     /// - `worker`, after an attempt's lease (worker timeout + lease grace): the outcome write
     ///   still in flight (or the read after its conflict) and the delivery's visibility change.
-    ///   This holds for records that start with the invocation, as all of a batch do when
-    ///   `ACKFLOW_CONCURRENCY` is at least the batch size (the template's default); one started
-    ///   later, while `worker_timeout + margin` is left, has less after its lease;
+    ///   A record starting later has less, and the batch lifter ([`crate::sqs`]) keeps it
+    ///   within the invocation: no attempt starts whose lease would end within the lifter's
+    ///   margin of the deadline, and a record still running at the deadline is cut and
+    ///   reported as a failure;
     /// - `sweeper`, in the last third of its time, which it keeps by starting no job after the
     ///   first two ([`crate::sweep`]): a job's re-send, its write, and the read of a write
     ///   whose answer was lost.

@@ -25,14 +25,20 @@
 //!   sends such a record; it would take a hand-made or corrupted event.
 //! - **A record that is not an SQS message** (but has an id) is reported as a failure; if it
 //!   never becomes readable, the queue's redrive policy moves it to the dead-letter queue.
-//! - **The invocation deadline** ([`lambda_runtime::Context::deadline`]): a record is started only while at
-//!   least `worker_timeout + margin` remains, so that an attempt is never cut off by the end of
-//!   the invocation. Records not started are made visible again at once (visibility 0) and
+//! - **The invocation deadline** ([`lambda_runtime::Context::deadline`]): a record is started
+//!   only while at least its lease (worker timeout + lease grace) and `margin` remain, so that
+//!   an attempt's outcome is written before the end of the invocation. Records not started are made visible again at once (visibility 0) and
 //!   reported as failures, so another invocation takes them without waiting for the visibility
 //!   timeout. A deadline of 0 ([`lambda_runtime::Context::default`], as in tests) means "unknown": no limit;
 //!   one too small to be a time since the epoch (below [`RELATIVE_BELOW_MS`]) is what runtime
 //!   emulators send (`cargo lambda watch` sends its 600 s timeout as `600000`) and is read as
 //!   relative to the start of the invocation.
+//! - **Within the invocation**: a started record is handled by [`Ackflow::handle_by`] with
+//!   `margin` before the deadline as its finish line (no attempt starts whose lease would end
+//!   later, for a record that waited for a permit or whose reads were slow), and is cut where
+//!   it stands [`ANSWER_AHEAD`] of the deadline, reported as a failure, so that the invocation
+//!   answers rather than being killed. A cut record's job is fenced as after any lost worker:
+//!   it runs again once its lease ends.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -49,13 +55,15 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 use tracing::{debug, error, info, warn, Instrument as _};
 
+use crate::deadline::ANSWER_AHEAD;
+
 /// How a batch is worked through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOptions {
     /// Records handled at once (at least 1).
     pub concurrency: usize,
-    /// Time kept in reserve beyond the worker timeout when deciding whether a record may still
-    /// start: it covers the store reads and writes around the attempt and the batch response.
+    /// Time kept in reserve beyond an attempt's lease when deciding whether a record may still
+    /// start: it covers the store calls after the lease and the batch response.
     pub margin: Duration,
 }
 
@@ -186,13 +194,18 @@ pub fn delivery_from_record(record: Value) -> Result<Delivery, RecordError> {
     })
 }
 
-/// Handles one delivery with [`Ackflow::handle`] and settles it with [`Deleter::EventSource`]
-/// (see the module's decisions): [`Settled::ComesBack`] is reported as a batch item failure,
-/// and so is a record whose settling failed (it comes back after the visibility timeout).
-/// Never panics: a panic anywhere in here fails this record only.
-pub async fn process_record(app: &Ackflow, delivery: &Delivery) -> Settled {
+/// Handles one delivery with [`Ackflow::handle_by`] (`finish_by`: when the invocation's
+/// time for it ends) and settles it with [`Deleter::EventSource`] (see the module's
+/// decisions): [`Settled::ComesBack`] is reported as a batch item failure, and so is a record
+/// whose settling failed (it comes back after the visibility timeout). Never panics: a panic
+/// anywhere in here fails this record only.
+pub async fn process_record(
+    app: &Ackflow,
+    delivery: &Delivery,
+    finish_by: Option<Timestamp>,
+) -> Settled {
     let work = async {
-        let disposition = app.handle(delivery).await;
+        let disposition = app.handle_by(delivery, finish_by).await;
         match app
             .settle(delivery, disposition, Deleter::EventSource)
             .await
@@ -222,6 +235,8 @@ enum RecordFate {
     Outcome(String, Settled),
     /// Not started: too little time was left.
     Unstarted(String),
+    /// Still being handled when the invocation had to answer.
+    Cut(String),
     /// Not readable as an SQS message, but named.
     Unreadable(String),
     /// Not named: fails the whole batch.
@@ -245,7 +260,7 @@ pub async fn process_batch(
     let LambdaEvent { payload, context } = event;
     let Records { records } = serde_json::from_value(payload).map_err(BatchError::NotAnSqsEvent)?;
     let deadline = invocation_deadline(context.deadline, app.clock().now());
-    let needed = app.settings().worker_timeout + options.margin;
+    let needed = app.settings().lease() + options.margin;
     let total = records.len();
     debug!(
         records = total,
@@ -286,8 +301,23 @@ pub async fn process_batch(
                         return RecordFate::Unstarted(delivery.message_id.clone());
                     }
                 }
-                let outcome = process_record(app, &delivery).await;
-                RecordFate::Outcome(delivery.message_id.clone(), outcome)
+                let Some(deadline) = deadline else {
+                    let outcome = process_record(app, &delivery, None).await;
+                    return RecordFate::Outcome(delivery.message_id.clone(), outcome);
+                };
+                let finish_by = deadline.minus(options.margin);
+                let answer_in = deadline
+                    .since(app.clock().now())
+                    .saturating_sub(ANSWER_AHEAD);
+                match tokio::time::timeout(
+                    answer_in,
+                    process_record(app, &delivery, Some(finish_by)),
+                )
+                .await
+                {
+                    Ok(outcome) => RecordFate::Outcome(delivery.message_id.clone(), outcome),
+                    Err(_) => RecordFate::Cut(delivery.message_id.clone()),
+                }
             }
             .instrument(span)
             .await
@@ -297,7 +327,7 @@ pub async fn process_batch(
         .await;
 
     let mut response = SqsBatchResponse::default();
-    let (mut unstarted, mut unreadable, mut unidentifiable, mut failed) = (0, 0, 0, 0);
+    let (mut unstarted, mut cut, mut unreadable, mut unidentifiable, mut failed) = (0, 0, 0, 0, 0);
     for fate in fates {
         let id = match fate {
             RecordFate::Outcome(_, Settled::Done) => continue,
@@ -307,6 +337,10 @@ pub async fn process_batch(
             }
             RecordFate::Unstarted(id) => {
                 unstarted += 1;
+                id
+            }
+            RecordFate::Cut(id) => {
+                cut += 1;
                 id
             }
             RecordFate::Unreadable(id) => {
@@ -326,12 +360,18 @@ pub async fn process_batch(
         warn!(
             unstarted,
             ?needed,
-            "records left unstarted near the invocation deadline; the function timeout must exceed the worker timeout plus the margin"
+            "records left unstarted near the invocation deadline; the function timeout must exceed the lease (worker timeout plus lease grace) plus the margin"
+        );
+    }
+    if cut > 0 {
+        error!(
+            cut,
+            "records still being handled at the invocation's deadline were cut; their messages come back, and their jobs run again once their leases end"
         );
     }
     info!(
         records = total,
-        failed, unstarted, unreadable, unidentifiable, "batch done"
+        failed, unstarted, cut, unreadable, unidentifiable, "batch done"
     );
     if unidentifiable > 0 {
         return Err(BatchError::Unidentifiable {

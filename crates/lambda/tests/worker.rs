@@ -6,7 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ struct RecordingQueue {
     refuse_dead_letter: Mutex<HashSet<String>>,
     /// `dead_letter` panics for these message ids.
     panic_on_dead_letter: Mutex<HashSet<String>>,
+    /// `change_visibility` never answers, as a call that hangs past every timeout.
+    hang_visibility: AtomicBool,
 }
 
 #[async_trait]
@@ -65,6 +67,9 @@ impl Queue for RecordingQueue {
         receipt: &Receipt,
         timeout: Duration,
     ) -> Result<(), PortError> {
+        if self.hang_visibility.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.visibility
             .lock()
             .unwrap()
@@ -607,12 +612,12 @@ async fn records_run_concurrently_but_never_more_than_the_bound() {
 }
 
 #[tokio::test]
-async fn no_record_starts_when_less_than_the_worker_timeout_and_margin_remain() {
+async fn no_record_starts_when_less_than_its_lease_and_the_margin_remain() {
     let h = harness();
     let (first, first_record) = h.submit("demo", json!({})).await;
     let (second, second_record) = h.submit("demo", json!({})).await;
     let options = BatchOptions::default();
-    let left = settings().worker_timeout + options.margin - Duration::from_millis(1);
+    let left = settings().lease() + options.margin - Duration::from_millis(1);
     let response = h
         .batch_with(
             vec![first_record.clone(), second_record.clone()],
@@ -642,7 +647,7 @@ async fn records_stop_starting_once_the_deadline_comes_near_and_the_rest_come_ba
         concurrency: 1,
         ..BatchOptions::default()
     };
-    let needed = settings().worker_timeout + options.margin;
+    let needed = settings().lease() + options.margin;
     // Each job takes 4 s of (test) time; the invocation has room to start exactly two.
     let mut records = Vec::new();
     let mut jobs = Vec::new();
@@ -675,6 +680,30 @@ async fn records_stop_starting_once_the_deadline_comes_near_and_the_rest_come_ba
             JobState::Queued
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_still_running_at_the_deadline_is_cut_and_the_invocation_answers_in_time() {
+    let h = harness();
+    // The attempt fails once, so settling the record changes its visibility, and that hangs.
+    let (job, record) = h.submit("demo", json!({"fail_attempts": 1})).await;
+    h.queue.hang_visibility.store(true, Ordering::SeqCst);
+    let options = BatchOptions::default();
+    let left = settings().lease() + options.margin;
+    let started = tokio::time::Instant::now();
+    let batch = h.batch_with(vec![record.clone()], context_with(&h.clock, left), &options);
+    let response = tokio::time::timeout(left, batch)
+        .await
+        .expect("answered before the deadline")
+        .expect("batch");
+    assert_eq!(
+        started.elapsed(),
+        left - ackflow_lambda::deadline::ANSWER_AHEAD
+    );
+    assert_eq!(failed_ids(&response), [message_id(&record)]);
+    // The outcome was written before the cut: the job waits for its retry.
+    let job = h.job(job.id).await;
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 1));
 }
 
 #[tokio::test]
@@ -725,9 +754,9 @@ async fn process_record_alone_reports_done_for_a_stale_message() {
     let h = harness();
     let (job, record) = h.submit("demo", json!({})).await;
     let delivery = delivery_from_record(record).expect("decoded");
-    assert_eq!(process_record(&h.app, &delivery).await, Settled::Done);
+    assert_eq!(process_record(&h.app, &delivery, None).await, Settled::Done);
     assert_eq!(h.job(job.id).await.state, JobState::Succeeded);
     // A duplicate of a succeeded job's message never runs it again.
-    assert_eq!(process_record(&h.app, &delivery).await, Settled::Done);
+    assert_eq!(process_record(&h.app, &delivery, None).await, Settled::Done);
     assert_eq!(h.job(job.id).await.attempts, 1);
 }

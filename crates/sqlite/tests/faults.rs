@@ -691,6 +691,53 @@ async fn an_outcome_write_that_fails_for_good_is_given_up_and_the_job_left_to_it
     assert_eq!(job.state, JobState::Running, "{job:?}");
 }
 
+#[tokio::test]
+async fn a_worker_without_time_for_a_whole_lease_gives_the_delivery_back_untouched() {
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let one = OneJob::new(|_, clock| {
+        ackflow_core::Registry::new().with(CountsRuns {
+            runs: runs.clone(),
+            clock,
+        })
+    });
+    let (app, s) = (&one.app, settings());
+    let accepted = app
+        .accept(Submission {
+            kind: "counted".to_owned(),
+            ..submission(&json!({}))
+        })
+        .await
+        .expect("accept");
+    let batch = app
+        .queue()
+        .receive(1, s.visibility_timeout)
+        .await
+        .expect("receive");
+    let delivery = batch.first().expect("the job's message");
+    let lease_end = ackflow_core::Clock::now(one.clock.as_ref()).plus(s.lease());
+
+    let short = lease_end.minus(Duration::from_millis(1));
+    assert_eq!(
+        app.handle_by(delivery, Some(short)).await,
+        ackflow_core::Disposition::RetryAfter(Duration::ZERO)
+    );
+    let job = one
+        .app
+        .status(&owner(), accepted.job.id)
+        .await
+        .expect("status")
+        .job;
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // With the lease's time, the attempt runs.
+    assert_eq!(
+        app.handle_by(delivery, Some(lease_end)).await,
+        ackflow_core::Disposition::Delete
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 // ---- accept: a 503 tells the truth about the job --------------------------------------------
 
 /// A keyless `demo` submission, and one with [`KEY`].

@@ -17,7 +17,7 @@ use super::Ackflow;
 use crate::job::attributes;
 use crate::{
     error_chain, panic_message, telemetry, Change, Delivery, Envelope, Job, JobContext, JobId,
-    JobState, Owner, PortError, Problem, ProcessError,
+    JobState, Owner, PortError, Problem, ProcessError, Timestamp,
 };
 
 /// What to do with a delivery after handling it.
@@ -36,6 +36,19 @@ impl Ackflow {
     /// it (timeout and panics caught), and records the outcome with conditional writes. Never
     /// panics and never fails: every outcome is a [`Disposition`].
     pub async fn handle(&self, delivery: &Delivery) -> Disposition {
+        self.handle_by(delivery, None).await
+    }
+
+    /// [`Ackflow::handle`] by a worker whose own time ends (a Lambda invocation): no attempt
+    /// starts whose lease would end after `finish_by`, so that its outcome, written within the
+    /// lease, is written in the worker's time too. A delivery there is too little time for
+    /// comes back at once (`RetryAfter(0)`) for a worker that has the time, rather than having
+    /// its work done and then cut off unwritten.
+    pub async fn handle_by(
+        &self,
+        delivery: &Delivery,
+        finish_by: Option<Timestamp>,
+    ) -> Disposition {
         let envelope = match decode::envelope(delivery) {
             Ok(envelope) => envelope,
             Err(Undecodable::NewerSchema(v)) => {
@@ -60,7 +73,11 @@ impl Ackflow {
             span.record("trace_header", trace.as_str());
         }
         debug!(parent: &span, message_id = %delivery.message_id, receive_count = delivery.receive_count, "delivery received");
-        match self.handle_envelope(&envelope).instrument(span).await {
+        match self
+            .handle_envelope(&envelope, finish_by)
+            .instrument(span)
+            .await
+        {
             Ok(disposition) => disposition,
             Err(e) => {
                 warn!(job_id = %envelope.job, error = %error_chain(&e), "store unavailable; the message will come back");
@@ -116,7 +133,11 @@ impl Ackflow {
         Ok(())
     }
 
-    async fn handle_envelope(&self, envelope: &Envelope) -> Result<Disposition, PortError> {
+    async fn handle_envelope(
+        &self,
+        envelope: &Envelope,
+        finish_by: Option<Timestamp>,
+    ) -> Result<Disposition, PortError> {
         for _ in 0..CAS_ROUNDS {
             let Some(job) = self.store.get(&envelope.owner, envelope.job).await? else {
                 info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
@@ -157,6 +178,10 @@ impl Ackflow {
                         Change::Fail(Problem::attempts_exhausted(job.attempts)),
                     )
                     .await;
+            }
+            if finish_by.is_some_and(|by| now.plus(self.settings.lease()) > by) {
+                info!(job_id = %job.id, "too little time left here for an attempt; the message goes back at once");
+                return Ok(Disposition::RetryAfter(Duration::ZERO));
             }
             match self.write(&job, Change::Start, None).await {
                 Ok(running) => {
