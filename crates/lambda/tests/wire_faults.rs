@@ -45,11 +45,13 @@ use ackflow_core::{
     Registry, Settings, SystemClock, Timestamp, WriteError,
 };
 use ackflow_http::{Anonymous, ApiState};
+use ackflow_lambda::deadline::ANSWER_AHEAD;
 use ackflow_lambda::test_support::{sqs_event, SqsRecord, QUEUE_ARN};
 use ackflow_lambda::{BatchOptions, FunctionKind};
 use ackflow_testkit::wire::{FaultRates, Hits, WireFault, WirePlan, WireProxy};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::retry::RetryPartition;
 use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::body::Body;
@@ -141,6 +143,8 @@ struct OutcomeTry {
 #[derive(Debug, Clone, Copy)]
 struct Invocation {
     killed: bool,
+    /// It answered at its deadline, having cut the records still running.
+    cut: bool,
 }
 
 #[derive(Debug, Default)]
@@ -272,7 +276,15 @@ fn moto_url() -> String {
 }
 
 /// Clients for `url` with the SDK's default retries and the timeouts of `budget`.
+/// Clients at `url` with the SDK timeouts of `budget`, and their own retry quota.
+///
+/// The SDK's retry token bucket is shared by every client of a process with the same retry
+/// partition. On Lambda each function instance is a process of its own; here every function of
+/// every deployment and both tests share one, so each client set gets a partition of its own,
+/// or the faults of one run would drain the retries of another.
 async fn clients_at(url: &str, budget: SdkBudget) -> Clients {
+    static PARTITIONS: AtomicU64 = AtomicU64::new(0);
+    let partition = PARTITIONS.fetch_add(1, Ordering::Relaxed);
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
         .timeout_config(budget.timeout_config())
@@ -281,7 +293,18 @@ async fn clients_at(url: &str, budget: SdkBudget) -> Clients {
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await;
-    Clients::from_sdk_config(&config)
+    Clients {
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config)
+                .retry_partition(RetryPartition::new(format!("sqs-{partition}")))
+                .build(),
+        ),
+        dynamo: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .retry_partition(RetryPartition::new(format!("dynamodb-{partition}")))
+                .build(),
+        ),
+    }
 }
 
 /// A function of `kind` whose calls cross the proxy, with the SDK budget it gets on Lambda.
@@ -576,6 +599,7 @@ async fn event_source(
             .map(|m| SqsRecord::from_message(m, QUEUE_ARN))
             .collect();
         let n = next_invocation.fetch_add(1, Ordering::Relaxed);
+        let invoked = Instant::now();
         let event = LambdaEvent::new(
             sqs_event(records),
             context(WORKER_TIMEOUT, format!("worker-{n}")),
@@ -583,10 +607,12 @@ async fn event_source(
         let options = BatchOptions::default();
         let run = INVOCATION.scope(n, ackflow_lambda::process_batch(&worker, event, &options));
         let outcome = tokio::time::timeout(WORKER_TIMEOUT, run).await;
+        let took = invoked.elapsed();
         ledger.invocations.lock().unwrap().insert(
             n,
             Invocation {
                 killed: outcome.is_err(),
+                cut: took >= WORKER_TIMEOUT - ANSWER_AHEAD - Duration::from_millis(50),
             },
         );
         let Ok(Ok(response)) = outcome else {
@@ -957,7 +983,8 @@ async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
     }
     // A job runs again legitimately when an attempt that completed could not write its outcome
     // for as long as its lease lasted (every try failed, the last within one retry delay, 2 s,
-    // of the lease's end, or the first past it), or when the invocation was killed.
+    // of the lease's end, or the first past it), or when its invocation was cut at its
+    // deadline (or killed, which is a violation of its own).
     let outcomes = ledger.outcomes.lock().unwrap().clone();
     let (mut redone, mut redone_after_lease) = (0, 0);
     for (job, runs) in &by_job {
@@ -967,15 +994,15 @@ async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
                 .iter()
                 .filter(|t| t.job == *job && t.attempt == earlier.attempt)
                 .collect();
-            let killed = invocations
+            let out_of_time = invocations
                 .get(&earlier.invocation)
-                .is_some_and(|i| i.killed);
+                .is_some_and(|i| i.killed || i.cut);
             let lease_ran_out = !tries.is_empty()
                 && tries.iter().all(|t| !t.written)
                 && tries.iter().any(|t| {
                     t.at >= t.lease_end || t.lease_end.since(t.at) <= Duration::from_millis(2500)
                 });
-            if killed || lease_ran_out {
+            if out_of_time || lease_ran_out {
                 redone_after_lease += 1;
             } else {
                 violations.push(format!(
@@ -1035,13 +1062,14 @@ async fn run(seed: u64, deployment: u64, submissions: u64) -> Vec<String> {
         "seed {seed}, deployment {deployment}: {submissions} submissions in {submitted_in:?}, {} jobs at rest after {:?}\n\
          states {states:?}; 503s answered {}; clients left not knowing their job {}\n\
          processor completions {}, redone {redone} (after a spent lease {redone_after_lease}); \
-         worker invocations {}; sweeps killed {}\n{stats}",
+         worker invocations {} (cut at their deadline {}); sweeps killed {}\n{stats}",
         at_rest.len(),
         started.elapsed(),
         submitted.iter().map(|s| s.unavailable).sum::<u32>(),
         submitted.iter().filter(|s| s.unknown).count(),
         completions.len(),
         invocations.len(),
+        invocations.values().filter(|i| i.cut).count(),
         sweeps_killed.load(Ordering::Relaxed),
     );
     if stats.total().faulted.values().sum::<u64>() == 0 {
