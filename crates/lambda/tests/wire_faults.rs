@@ -275,7 +275,6 @@ fn moto_url() -> String {
     )
 }
 
-/// Clients for `url` with the SDK's default retries and the timeouts of `budget`.
 /// Clients at `url` with the SDK timeouts of `budget`, and their own retry quota.
 ///
 /// The SDK's retry token bucket is shared by every client of a process with the same retry

@@ -563,6 +563,16 @@ impl OneJob {
         }
     }
 
+    /// With the counting kind only, its runs counted in `runs`.
+    fn counting(runs: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        Self::new(|_, clock| {
+            ackflow_core::Registry::new().with(CountsRuns {
+                runs: runs.clone(),
+                clock,
+            })
+        })
+    }
+
     /// With the shipped processors (`demo` included).
     fn shipped() -> Self {
         Self::new(|backend, clock| {
@@ -596,12 +606,7 @@ async fn handle_once_with(
     fault: Fault,
 ) -> (ackflow_core::Job, ackflow_core::Disposition, usize) {
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let one = OneJob::new(|_, clock| {
-        ackflow_core::Registry::new().with(CountsRuns {
-            runs: runs.clone(),
-            clock,
-        })
-    });
+    let one = OneJob::counting(&runs);
     let (app, backend, plan, s) = (&one.app, &one.backend, &one.plan, settings());
 
     plan.pause();
@@ -694,12 +699,7 @@ async fn an_outcome_write_that_fails_for_good_is_given_up_and_the_job_left_to_it
 #[tokio::test]
 async fn a_worker_without_time_for_a_whole_lease_gives_the_delivery_back_untouched() {
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let one = OneJob::new(|_, clock| {
-        ackflow_core::Registry::new().with(CountsRuns {
-            runs: runs.clone(),
-            clock,
-        })
-    });
+    let one = OneJob::counting(&runs);
     let (app, s) = (&one.app, settings());
     let accepted = app
         .accept(Submission {
