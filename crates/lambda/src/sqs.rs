@@ -29,7 +29,8 @@
 //!   only while at least its lease (worker timeout + lease grace) and `margin` remain, so that
 //!   an attempt's outcome is written before the end of the invocation. Records not started
 //!   are made visible again at once (visibility 0) and reported as failures, so another
-//!   invocation takes them without waiting for the visibility timeout. A deadline of 0 ([`lambda_runtime::Context::default`], as in tests) means "unknown": no limit;
+//!   invocation takes them without waiting for the visibility timeout. A deadline of 0
+//!   ([`lambda_runtime::Context::default`], as in tests) means "unknown": no limit;
 //!   one too small to be a time since the epoch (below [`RELATIVE_BELOW_MS`]) is what runtime
 //!   emulators send (`cargo lambda watch` sends its 600 s timeout as `600000`) and is read as
 //!   relative to the start of the invocation.
