@@ -4,11 +4,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ackflow_core::PortError;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use crate::schema::MIGRATIONS;
 
@@ -73,27 +75,64 @@ impl FromStr for Durability {
 /// same file, say) before giving up with `SQLITE_BUSY`, which becomes [`PortError::Unavailable`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most writes one commit takes. Under load the writer finds many requests waiting and
+/// commits them together; the cap keeps one batch's commit (and the latency of its first
+/// request) short.
+const MAX_BATCH: usize = 256;
+
+/// Read-only connections: enough for the server's readers to overlap on two cores and the
+/// disk, few enough that their page caches stay small.
+const READERS: usize = 4;
+
 /// One SQLite database file, shared by everything that stores data on the single machine.
 ///
-/// Cheap to clone (an [`Arc`] inside). Every call runs on one connection behind a mutex, on
-/// tokio's blocking pool:
+/// Cheap to clone (an [`Arc`] inside). Two kinds of connection:
 ///
-/// - *One connection:* SQLite lets one writer in at a time whatever we do, and in WAL mode a
-///   single connection never blocks itself, so several connections would only add `SQLITE_BUSY`
-///   retries between our own writers. Statements are short (indexed lookups, small rows), so
-///   serialising them costs little and keeps every transaction trivially isolated.
-/// - *A `std` mutex, on the blocking pool:* SQLite calls block on disk I/O (and on fsync with
-///   [`Durability::Full`]); running them on async worker threads would stall every other task.
+/// - *One writer, group commit.* Every write ([`Db::call`]) goes to one thread that owns the
+///   only writing connection. It takes whatever requests are waiting (up to [`MAX_BATCH`]),
+///   runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE` transaction, and commits
+///   them together: one commit, and with [`Durability::Full`] one fsync, for the whole batch.
+///   A request that fails rolls back to its savepoint and fails alone; an answer is given only
+///   once the batch holding it has committed. Nothing waits for a batch to fill: an idle
+///   writer commits the first request at once, and batches form only because requests arrive
+///   while the previous commit runs. SQLite lets one writer in at a time whatever we do, so
+///   several writing connections would only add `SQLITE_BUSY` retries between our own writes.
+/// - *A small pool of read-only connections* ([`Db::read`]). In WAL mode a reader sees the last
+///   commit and never waits for the writer, so status reads, long-polls and lists do not queue
+///   behind writes. A write's answer is given after its commit, so a read that follows it sees
+///   it.
+///
+/// Both run SQLite off the async worker threads (the writer on its own thread, reads on tokio's
+/// blocking pool): SQLite calls block on disk I/O and on fsync.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// Held only inside `spawn_blocking` (or in the few synchronous startup calls), never across
-    /// an `.await`.
-    conn: Mutex<Connection>,
+    /// To the writer thread, which ends when the last `Db` is dropped.
+    writer: mpsc::Sender<Request>,
+    readers: Vec<Mutex<Connection>>,
+    /// Round robin over `readers`, so concurrent reads try different connections first.
+    next_reader: AtomicUsize,
+    written: Arc<WriteCounts>,
     path: PathBuf,
+}
+
+/// How the writer has batched so far: `requests / batches` is the mean batch size.
+#[derive(Debug, Default)]
+struct WriteCounts {
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// What the writer has done since the file was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteStats {
+    /// Transactions committed (or tried): one per batch.
+    pub batches: u64,
+    /// Write requests run in them.
+    pub requests: u64,
 }
 
 impl fmt::Debug for Db {
@@ -122,10 +161,16 @@ struct NewerSchema {
     known: i64,
 }
 
+/// The writer thread is gone: it could not start, or it panicked outside a request (a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("the database's writer has stopped")]
+struct WriterStopped;
+
 impl Db {
     /// Opens (creating if needed) the database file at `path`, whose parent directory must
     /// exist, and brings its schema up to date. Turns on WAL mode, the busy timeout and foreign
-    /// keys, and sets `synchronous` from `durability`.
+    /// keys, sets `synchronous` from `durability`, and starts the writer thread and the read
+    /// connections.
     ///
     /// Blocks the calling thread (it is meant for startup).
     pub fn open(path: &Path, durability: Durability) -> Result<Db, PortError> {
@@ -154,15 +199,7 @@ impl Db {
                 ));
             }
         }
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_error("the file cannot be opened"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(open_error("setting the busy timeout failed"))?;
+        let mut conn = connect(path).map_err(open_error("the file cannot be opened"))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(open_error("switching to WAL mode failed"))?;
@@ -173,15 +210,31 @@ impl Db {
         }
         conn.pragma_update(None, "synchronous", durability.pragma())
             .map_err(open_error("setting synchronous failed"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_error("turning on foreign keys failed"))?;
         migrate(&mut conn).map_err(|e| match e {
             MigrateError::Sql(e) => open_error("migrating the schema failed")(e),
             MigrateError::Newer(e) => PortError::failed("open the database", e),
         })?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = connect(path)?;
+                reader.pragma_update(None, "query_only", "ON")?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(open_error("opening a read connection failed"))?;
+        let (writer, requests) = mpsc::channel();
+        let written = Arc::new(WriteCounts::default());
+        let counts = Arc::clone(&written);
+        std::thread::Builder::new()
+            .name("ackflow-sqlite-writer".into())
+            .spawn(move || write_batches(conn, &requests, &counts))
+            .map_err(|e| PortError::failed("open the database", e))?;
         Ok(Db {
             inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
+                writer,
+                readers,
+                next_reader: AtomicUsize::new(0),
+                written,
                 path: path.to_owned(),
             }),
         })
@@ -192,12 +245,21 @@ impl Db {
         &self.inner.path
     }
 
+    /// How many batches and write requests the writer has committed (or tried to).
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.inner.written.batches.load(Ordering::Relaxed),
+            requests: self.inner.written.requests.load(Ordering::Relaxed),
+        }
+    }
+
     /// How SQLite would answer `sql` (`EXPLAIN QUERY PLAN`, one line per step), its parameters
     /// bound to NULL: the plan does not depend on the values, as no `ANALYZE` statistics are
     /// kept. For the tests that hold every hot statement to an index.
     pub fn query_plan(&self, sql: &str) -> Result<String, PortError> {
-        self.call_blocking("explain a query", |c| {
-            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let sql = format!("EXPLAIN QUERY PLAN {sql}");
+        self.read_blocking("explain a query", move |c| {
+            let mut stmt = c.prepare(&sql)?;
             let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
             let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |row| {
                 row.get::<_, String>(3)
@@ -206,7 +268,13 @@ impl Db {
         })
     }
 
-    /// Runs `f` on the connection, on the blocking pool. `what` names the call in errors.
+    /// Runs the write `f` on the writer's connection and returns its result once the batch
+    /// holding it has committed. `what` names the call in errors.
+    ///
+    /// `f` runs inside a transaction, in a savepoint of its own: when it returns an error (or
+    /// panics) its changes are rolled back and the other requests of its batch are unaffected.
+    /// It may open savepoints of its own ([`write_tx`]) but not a transaction. It should only
+    /// touch the database: the writer runs one request at a time.
     ///
     /// Public so that a processor's own data can live in the same file (the `order` example's
     /// stock, whose adapter is in `ackflow-processors`).
@@ -215,29 +283,289 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
+        let (tx, rx) = oneshot::channel();
+        self.submit(what, f, move |answer| {
+            let _ = tx.send(answer); // the caller may have gone: nothing to tell
+        })?;
+        rx.await
+            .unwrap_or_else(|_| Err(PortError::failed(what, WriterStopped)))
+    }
+
+    /// [`Db::call`], waiting on this thread (startup calls and synchronous callers).
+    pub fn call_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(what, f, move |answer| {
+            let _ = tx.send(answer);
+        })?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(PortError::failed(what, WriterStopped)))
+    }
+
+    fn submit<T, F, A>(&self, what: &'static str, f: F, answer: A) -> Result<(), PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        A: FnOnce(Result<T, PortError>) + Send + 'static,
+    {
+        let request: Request = Box::new(Pending { what, f, answer });
+        self.inner
+            .writer
+            .send(request)
+            .map_err(|_| PortError::failed(what, WriterStopped))
+    }
+
+    /// Runs the read `f` on one of the read-only connections, on the blocking pool. `f` sees
+    /// the last commit; a write there fails (`PRAGMA query_only`). `what` names the call in
+    /// errors.
+    pub async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
         let db = self.clone();
-        match tokio::task::spawn_blocking(move || db.call_blocking(what, f)).await {
+        match tokio::task::spawn_blocking(move || db.read_blocking(what, f)).await {
             Ok(result) => result,
             // The closure panicked (a bug) or the runtime is shutting down.
             Err(join) => Err(PortError::failed(what, join)),
         }
     }
 
-    /// Runs `f` on the connection on this thread (startup calls and the blocking pool).
-    pub fn call_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
+    /// [`Db::read`] on this thread.
+    pub fn read_blocking<T, F>(&self, what: &'static str, f: F) -> Result<T, PortError>
     where
         F: FnOnce(&mut Connection) -> Result<T, DbError>,
     {
-        // A panic while the lock was held cannot leave a transaction half-done: rusqlite's
-        // `Transaction` rolls back when dropped during unwinding. So a poisoned lock still guards
-        // a consistent connection, and refusing it would take the whole database down for good.
-        let mut conn = self
-            .inner
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let readers = &self.inner.readers;
+        let first = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        // A free connection if there is one, else wait for the one the round robin names.
+        let mut conn = (0..readers.len())
+            .find_map(|i| readers[(first + i) % readers.len()].try_lock().ok())
+            .unwrap_or_else(|| {
+                // A panic in a read leaves nothing half-done: reads change nothing.
+                readers[first % readers.len()]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
         f(&mut conn).map_err(|e| e.into_port(what))
     }
+}
+
+/// A write waiting for the writer.
+type Request = Box<dyn Write>;
+
+/// A write request, its result type erased.
+trait Write: Send {
+    /// Runs it on the writer's connection, inside the batch's transaction.
+    fn run(self: Box<Self>, conn: &mut Connection) -> Ran;
+    /// Answers it with the error that kept its batch from starting.
+    fn refuse(self: Box<Self>, error: &BatchError);
+}
+
+/// The answer of a request whose changes are in the batch, given with the batch's commit.
+type Answer = Box<dyn FnOnce(Result<(), &BatchError>) + Send>;
+
+/// What a request left once it ran.
+enum Ran {
+    /// Its changes are in the batch; it is answered with the batch's commit.
+    Wrote(Answer),
+    /// It failed and rolled back to its savepoint; it has been answered.
+    Failed,
+}
+
+struct Pending<F, A> {
+    what: &'static str,
+    f: F,
+    answer: A,
+}
+
+impl<T, F, A> Write for Pending<F, A>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    A: FnOnce(Result<T, PortError>) + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &mut Connection) -> Ran {
+        let Pending { what, f, answer } = *self;
+        match run_in_savepoint(conn, f) {
+            Ok(value) => Ran::Wrote(Box::new(move |commit: Result<(), &BatchError>| {
+                answer(commit.map(|()| value).map_err(|e| e.to_port(what)));
+            })),
+            Err(e) => {
+                answer(Err(e.into_port(what)));
+                Ran::Failed
+            }
+        }
+    }
+
+    fn refuse(self: Box<Self>, error: &BatchError) {
+        (self.answer)(Err(error.to_port(self.what)));
+    }
+}
+
+/// Why the writes of a whole batch did not reach the file.
+#[derive(Debug)]
+struct BatchError {
+    during: &'static str,
+    cause: rusqlite::Error,
+}
+
+/// The batch's commit (or its start) failed: every write it held is lost, so each of their
+/// callers is told so, with the SQLite error that decided it.
+#[derive(Debug, thiserror::Error)]
+#[error("the write was not committed: {during} failed")]
+struct NotCommitted {
+    during: &'static str,
+    #[source]
+    cause: rusqlite::Error,
+}
+
+impl BatchError {
+    fn to_port(&self, what: &'static str) -> PortError {
+        // rusqlite's error is not `Clone`; the code and message are all the callers need.
+        let cause = match &self.cause {
+            rusqlite::Error::SqliteFailure(code, message) => {
+                rusqlite::Error::SqliteFailure(*code, message.clone())
+            }
+            other => rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(other.to_string()),
+            ),
+        };
+        classify(
+            what,
+            NotCommitted {
+                during: self.during,
+                cause,
+            },
+        )
+    }
+}
+
+/// The writer thread: takes the requests that are waiting, runs them in one transaction and
+/// answers them after its commit, until every `Db` is dropped.
+fn write_batches(mut conn: Connection, requests: &mpsc::Receiver<Request>, counts: &WriteCounts) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        counts.batches.fetch_add(1, Ordering::Relaxed);
+        counts.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        write_batch(&mut conn, batch);
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: Vec<Request>) {
+    let mut waiting: Vec<Answer> = Vec::new();
+    let mut open = false;
+    for request in batch {
+        if !open {
+            if let Err(cause) = conn.execute_batch("BEGIN IMMEDIATE") {
+                // Another process holds the write lock past the busy timeout, or the disk
+                // failed: this request fails, and the next one tries again.
+                let error = BatchError {
+                    during: "starting the transaction",
+                    cause,
+                };
+                request.refuse(&error);
+                continue;
+            }
+            open = true;
+        }
+        match request.run(conn) {
+            Ran::Wrote(answer) => waiting.push(answer),
+            Ran::Failed => {}
+        }
+        if conn.is_autocommit() {
+            // An I/O, full-disk or out-of-memory error inside the request made SQLite roll back
+            // the whole transaction: the writes before it are lost too.
+            let error = BatchError {
+                during: "the transaction, rolled back by SQLite after an error,",
+                cause: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some("the transaction was rolled back".into()),
+                ),
+            };
+            for answer in waiting.drain(..) {
+                answer(Err(&error));
+            }
+            open = false;
+        }
+    }
+    if !open {
+        return;
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|cause| BatchError {
+        during: "the commit",
+        cause,
+    });
+    if committed.is_err() && !conn.is_autocommit() {
+        // A failed COMMIT may leave the transaction open; end it so the next batch can begin.
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "could not roll back a failed commit");
+        }
+    }
+    for answer in waiting {
+        answer(committed.as_ref().map(|_| ()));
+    }
+}
+
+/// Runs `f` in a savepoint: released when `f` succeeds, rolled back when it fails or panics.
+fn run_in_savepoint<T, F>(conn: &mut Connection, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut Connection) -> Result<T, DbError>,
+{
+    conn.execute_batch("SAVEPOINT request")?;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)));
+    match outcome {
+        Ok(Ok(value)) => {
+            conn.execute_batch("RELEASE request")?;
+            Ok(value)
+        }
+        Ok(Err(e)) => {
+            roll_back_request(conn);
+            Err(e)
+        }
+        Err(panic) => {
+            roll_back_request(conn);
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(DbError::Invalid(format!("the write panicked: {why}")))
+        }
+    }
+}
+
+fn roll_back_request(conn: &mut Connection) {
+    if conn.is_autocommit() {
+        return; // SQLite already rolled the whole transaction back
+    }
+    if let Err(e) = conn.execute_batch("ROLLBACK TO request; RELEASE request") {
+        tracing::error!(error = %e, "could not roll back a failed write");
+    }
+}
+
+/// A connection to `path` with the busy timeout and foreign keys every connection needs.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
 }
 
 /// A row count for a `LIMIT`: SQLite takes an `i64`, callers a `usize`.
@@ -245,10 +573,10 @@ pub(crate) fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so that it
-/// never fails half-way through on a lock upgrade.
-pub fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+/// A savepoint inside a [`Db::call`]: its changes stay together (dropped uncommitted, they roll
+/// back) within the writer's transaction, which already holds the write lock.
+pub fn write_tx(conn: &mut Connection) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+    conn.savepoint()
 }
 
 /// What can go wrong inside a database call.
@@ -321,7 +649,7 @@ impl From<rusqlite::Error> for MigrateError {
 fn migrate(conn: &mut Connection) -> Result<(), MigrateError> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     loop {
-        let tx = write_tx(conn)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version > known {
             return Err(MigrateError::Newer(NewerSchema {
@@ -403,6 +731,156 @@ mod tests {
         let err = Db::open(&path, Durability::Normal).expect_err("newer");
         let text = ackflow_core::error_chain(&err);
         assert!(text.contains("newer than this ackflow"), "{text}");
+    }
+
+    fn scratch() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("a.db"), Durability::Normal).expect("open");
+        db.call_blocking("test", |c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")?;
+            Ok(())
+        })
+        .expect("table");
+        (dir, db)
+    }
+
+    fn rows(db: &Db) -> Vec<i64> {
+        db.read_blocking("test", |c| {
+            let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+        })
+        .expect("rows")
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&mut Connection) -> Result<(), DbError> + Send {
+        move |c| {
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+            Ok(())
+        }
+    }
+
+    /// Occupies the writer until the returned sender is dropped or sent to, so that what is
+    /// submitted meanwhile waits and forms the next batch. The gate's own write (row 0) is
+    /// uncommitted while it holds.
+    fn hold_the_writer(db: &Db) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, inside) = std::sync::mpsc::channel::<()>();
+        let db = db.clone();
+        let gate = tokio::spawn(async move {
+            db.call("gate", move |c| {
+                c.execute("INSERT INTO t (x) VALUES (0)", [])?;
+                entered.send(()).expect("test waits");
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+            .expect("gate");
+        });
+        inside.recv().expect("the writer runs the gate");
+        (release, gate)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_writes_commit_as_one_batch_and_a_failed_one_rolls_back_alone() {
+        let (_dir, db) = scratch();
+        let (release, gate) = hold_the_writer(&db);
+        let before = db.write_stats();
+        let mut answers = Vec::new();
+        for x in 1..=6_i64 {
+            let write = insert(x);
+            let (tx, rx) = oneshot::channel();
+            let f = move |c: &mut Connection| {
+                write(c)?;
+                match x % 3 {
+                    0 => Err(DbError::Invalid(format!("refuses {x}"))),
+                    2 => panic!("a bug while writing {x}"),
+                    _ => Ok(x),
+                }
+            };
+            db.submit("test write", f, move |answer| {
+                let _ = tx.send(answer);
+            })
+            .expect("submitted");
+            answers.push((x, rx));
+        }
+        for (_, rx) in &mut answers {
+            assert!(rx.try_recv().is_err(), "answered while the gate holds the writer");
+        }
+        release.send(()).expect("gate waits");
+        gate.await.expect("gate");
+        let mut answered = Vec::new();
+        for (x, rx) in answers {
+            answered.push((x, rx.await.expect("answered")));
+        }
+        for (x, outcome) in &answered {
+            match x % 3 {
+                1 => assert_eq!(outcome.as_ref().ok(), Some(x)),
+                _ => assert!(matches!(outcome, Err(PortError::Failed { .. })), "{x}: {outcome:?}"),
+            }
+        }
+        assert_eq!(rows(&db), vec![0, 1, 4], "the refused and the panicked writes left nothing");
+        let after = db.write_stats();
+        assert_eq!(
+            (after.batches - before.batches, after.requests - before.requests),
+            (1, 6),
+            "the six writes that waited behind the gate went in one batch"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_does_not_wait_for_the_writer_and_sees_only_commits() {
+        let (_dir, db) = scratch();
+        db.call("test write", insert(7)).await.expect("write");
+        // Answered, so committed: a read on another connection sees it.
+        assert_eq!(rows(&db), vec![7]);
+        let (release, gate) = hold_the_writer(&db);
+        // The writer is inside a transaction with row 0 written; the read is answered anyway,
+        // from the last commit.
+        assert_eq!(rows(&db), vec![7]);
+        release.send(()).expect("gate waits");
+        gate.await.expect("gate");
+        assert_eq!(rows(&db), vec![0, 7]);
+        let e = db
+            .read("test", |c| Ok(c.execute("DELETE FROM t", [])?))
+            .await
+            .expect_err("read-only");
+        assert!(matches!(e, PortError::Failed { .. }), "{e:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_file_fails_the_write_as_unavailable_and_the_writer_carries_on() {
+        let (_dir, db) = scratch();
+        let pages: i64 = db
+            .call("test", |c| Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .await
+            .expect("pages");
+        db.call("test", move |c| {
+            c.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .expect("cap the file");
+        let big = "x".repeat(64 * 1024);
+        let e = db
+            .call("test write", move |c| {
+                c.execute("INSERT INTO t (x) VALUES (length(?1))", [&big])?;
+                c.execute("CREATE TABLE filler (b BLOB)", [])?;
+                c.execute("INSERT INTO filler VALUES (zeroblob(1000000))", [])?;
+                Ok(())
+            })
+            .await
+            .expect_err("the file is full");
+        assert!(matches!(e, PortError::Unavailable { .. }), "{e:?}");
+        assert!(rows(&db).is_empty(), "nothing of the failed write is kept");
+        db.call("test", |c| {
+            c.query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .expect("room again");
+        db.call("test write", insert(3)).await.expect("writes again");
+        assert_eq!(rows(&db), vec![3]);
     }
 
     #[test]

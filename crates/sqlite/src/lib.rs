@@ -8,8 +8,9 @@
 //!
 //! - [`SqliteBackend`]: the one way to open ackflow on a file — the store and the job queue over
 //!   one [`Db`], and the [`ackflow_core::Ackflow`] use cases over them.
-//! - [`Db`]: the file — WAL mode, pragmas, schema migrations (`PRAGMA user_version`), and the
-//!   single connection every call runs on (on tokio's blocking pool).
+//! - [`Db`]: the file — WAL mode, pragmas, schema migrations (`PRAGMA user_version`), the one
+//!   writer that commits the waiting writes together (group commit), and the read-only
+//!   connections reads run on.
 //! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
 //!   Idempotency-Keys and the report's aggregates, each change one transaction.
 //! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
@@ -35,7 +36,7 @@ mod store;
 mod plans;
 
 pub use backend::{SqliteBackend, QUEUE_NAME};
-pub use db::{write_tx, Db, DbError, Durability, UnknownDurability};
+pub use db::{write_tx, Db, DbError, Durability, UnknownDurability, WriteStats};
 pub use queue::SqliteQueue;
 pub use rusqlite;
 pub use store::SqliteStore;

@@ -132,7 +132,7 @@ impl SqliteQueue {
         let queue = Arc::clone(&self.name);
         let next = self
             .db
-            .call("look for the next visible message", move |c| {
+            .read("look for the next visible message", move |c| {
                 Ok(c.prepare_cached(NEXT_VISIBLE)?
                     .query_row(params![&*queue], |row| row.get::<_, Option<i64>>(0))?)
             })
@@ -457,7 +457,7 @@ impl Queue for SqliteQueue {
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, PortError> {
         let queue = Arc::clone(&self.name);
         self.db
-            .call("list dead letters", move |c| dead_letters(c, &queue, max))
+            .read("list dead letters", move |c| dead_letters(c, &queue, max))
             .await
     }
 
@@ -495,7 +495,7 @@ impl Queue for SqliteQueue {
         let queue = Arc::clone(&self.name);
         let now = self.clock.now();
         self.db
-            .call("count messages", move |c| depth(c, &queue, now))
+            .read("count messages", move |c| depth(c, &queue, now))
             .await
     }
 }

@@ -6,7 +6,7 @@ use ackflow_core::{
     async_trait, Created, Cursor, Figures, IdempotencyRecord, Job, JobId, JobState, JobStore,
     ListQuery, Owner, Page, PortError, Timestamp, WriteError,
 };
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use crate::db::{sql_limit, write_tx, Db, DbError};
@@ -95,7 +95,7 @@ fn read_job(header: &str) -> Result<Job, DbError> {
     Ok(serde_json::from_str(header)?)
 }
 
-fn apply_deltas(tx: &Transaction<'_>, owner: &Owner, deltas: &Deltas) -> Result<(), DbError> {
+fn apply_deltas(tx: &Connection, owner: &Owner, deltas: &Deltas) -> Result<(), DbError> {
     let mut gauge = tx.prepare_cached(
         "INSERT INTO gauges (owner, state, n) VALUES (?1, ?2, ?3) \
          ON CONFLICT (owner, state) DO UPDATE SET n = n + excluded.n",
@@ -351,7 +351,7 @@ impl JobStore for SqliteStore {
     async fn get(&self, owner: &Owner, id: JobId) -> Result<Option<Job>, PortError> {
         let owner = owner.clone();
         self.db
-            .call("read a job", move |c| {
+            .read("read a job", move |c| {
                 select_job(c, owner.as_str(), &id.to_string())
             })
             .await
@@ -360,7 +360,7 @@ impl JobStore for SqliteStore {
     async fn input(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
         let owner = owner.clone();
         self.db
-            .call("read a job's input", move |c| {
+            .read("read a job's input", move |c| {
                 select_json(c, SELECT_INPUT, owner.as_str(), &id.to_string())
             })
             .await
@@ -369,7 +369,7 @@ impl JobStore for SqliteStore {
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
         let owner = owner.clone();
         self.db
-            .call("read a job's result", move |c| {
+            .read("read a job's result", move |c| {
                 select_json(c, SELECT_RESULT, owner.as_str(), &id.to_string())
             })
             .await
@@ -404,14 +404,14 @@ impl JobStore for SqliteStore {
     async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page, PortError> {
         let (owner, query) = (owner.clone(), query.clone());
         self.db
-            .call("list jobs", move |c| list(c, &owner, &query))
+            .read("list jobs", move |c| list(c, &owner, &query))
             .await
     }
 
     async fn figures(&self, owner: &Owner, since: Timestamp) -> Result<Figures, PortError> {
         let owner = owner.clone();
         self.db
-            .call("read the report's figures", move |c| {
+            .read("read the report's figures", move |c| {
                 figures(c, &owner, since)
             })
             .await
@@ -419,7 +419,7 @@ impl JobStore for SqliteStore {
 
     async fn due_for_sweep(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, PortError> {
         self.db
-            .call("find jobs due for a sweep", move |c| {
+            .read("find jobs due for a sweep", move |c| {
                 due_for_sweep(c, now, limit)
             })
             .await

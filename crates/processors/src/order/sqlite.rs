@@ -135,7 +135,7 @@ impl OrderBook for SqliteOrderBook {
     async fn available(&self, sku: &str) -> Result<Option<u32>, PortError> {
         let sku = sku.to_owned();
         self.db
-            .call("read stock", move |c| {
+            .read("read stock", move |c| {
                 Ok(c.prepare_cached(AVAILABLE)?
                     .query_row(params![sku], |row| row.get(0))
                     .optional()?)
@@ -145,7 +145,7 @@ impl OrderBook for SqliteOrderBook {
 
     async fn order(&self, order_id: JobId) -> Result<Option<ConfirmedOrder>, PortError> {
         self.db
-            .call("read an order", move |c| {
+            .read("read an order", move |c| {
                 c.prepare_cached("SELECT body FROM orders WHERE order_id = ?1")?
                     .query_row(params![order_id.to_string()], |row| row.get::<_, String>(0))
                     .optional()?
