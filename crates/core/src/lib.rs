@@ -13,7 +13,8 @@
 //! - [`job`]: the [`Job`] header and its state machine ([`Job::apply`]), the queue [`Envelope`].
 //! - [`problem`]: RFC 9457 [`Problem`]s, every wording of ackflow's own in one place.
 //! - [`processor`]: the [`Processor`] trait — the extension point — and the [`Registry`].
-//! - [`ports`]: the [`JobStore`] and [`Queue`] traits the runtimes implement.
+//! - [`ports`]: the [`JobStore`] and [`Queue`] traits the runtimes implement, and the
+//!   [`Outbox`] of a runtime whose store and queue share transactions.
 //! - [`report`]: the aggregates maintained on transitions and the [`Report`] built from them.
 //! - [`service`]: the use cases on [`Ackflow`], one module each: accept, handle a delivery and
 //!   settle it, status and long-poll, cancel, list, report, sweep, and the dead-letter cases.
@@ -42,7 +43,7 @@ pub use job::{
     SCHEMA_VERSION,
 };
 pub use ports::{
-    Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery,
+    Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery, Outbox,
     OutgoingMessage, Page, PortError, Queue, QueueDepth, Receipt, WriteError,
 };
 pub use problem::{FieldError, Problem};

@@ -244,6 +244,27 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     async fn purge_expired(&self, now: Timestamp, limit: usize) -> Result<u64, PortError>;
 }
 
+// ---- Outbox ------------------------------------------------------------------------------------
+
+/// The steps that touch both the store and the queue, written as one transaction by a backend
+/// that keeps both in one database (one machine: one SQLite file).
+///
+/// Without it (AWS: DynamoDB and SQS share no transaction) the core writes the store first and
+/// then sends, and handles a send that fails or times out after the write. With it, a job is
+/// recorded if and only if its message is on the queue, so that failure path cannot occur.
+#[async_trait]
+pub trait Outbox: Send + Sync + std::fmt::Debug {
+    /// [`JobStore::create`], and when it creates the job (not when it returns an existing one),
+    /// [`Queue::send`] of `message` in the same transaction.
+    async fn create_and_send(
+        &self,
+        job: &Job,
+        input: &Value,
+        key: Option<&IdempotencyRecord>,
+        message: &OutgoingMessage,
+    ) -> Result<Created, PortError>;
+}
+
 // ---- Queue -------------------------------------------------------------------------------------
 
 /// A message to send.

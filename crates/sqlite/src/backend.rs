@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ackflow_core::{Ackflow, Clock, PortError, Registry, Settings};
 
-use crate::{Db, Durability, SqliteQueue, SqliteStore};
+use crate::{Db, Durability, SqliteOutbox, SqliteQueue, SqliteStore};
 
 /// The name of the job queue in the file.
 pub const QUEUE_NAME: &str = "jobs";
@@ -48,7 +48,7 @@ impl SqliteBackend {
         })
     }
 
-    /// The use cases over this file's store and queue.
+    /// The use cases over this file's store and queue, accepting through their outbox.
     pub fn ackflow(
         &self,
         registry: Registry,
@@ -62,5 +62,9 @@ impl SqliteBackend {
             clock,
             settings,
         )
+        .with_outbox(Arc::new(SqliteOutbox::new(
+            self.db.clone(),
+            self.queue.clone(),
+        )))
     }
 }

@@ -13,6 +13,8 @@
 //!   connections reads run on.
 //! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
 //!   Idempotency-Keys and the report's aggregates, each change one transaction.
+//! - [`SqliteOutbox`]: the [`ackflow_core::Outbox`] — a new job and its message in one
+//!   transaction, so a job is recorded if and only if it is queued.
 //! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
 //!   receipts, receive counts, a dead-letter table), plus [`SqliteQueue::wait_for_work`] so a
 //!   worker loop sleeps instead of polling.
@@ -28,6 +30,7 @@
 
 mod backend;
 mod db;
+mod outbox;
 mod queue;
 mod schema;
 mod store;
@@ -37,6 +40,7 @@ mod plans;
 
 pub use backend::{SqliteBackend, QUEUE_NAME};
 pub use db::{write_tx, Db, DbError, Durability, UnknownDurability, WriteStats};
+pub use outbox::SqliteOutbox;
 pub use queue::SqliteQueue;
 pub use rusqlite;
 pub use store::SqliteStore;

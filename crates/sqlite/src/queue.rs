@@ -173,8 +173,53 @@ impl SqliteQueue {
         Ok(u64::try_from(released).unwrap_or(u64::MAX))
     }
 
-    fn wake(&self) {
+    /// Wakes [`SqliteQueue::wait_for_work`]: call it once a message written elsewhere (by the
+    /// outbox) has committed.
+    pub(crate) fn wake(&self) {
         self.work.notify_waiters();
+    }
+
+    /// The row [`Queue::send`] writes for `message`, for a transaction that writes more.
+    pub(crate) fn row_of(&self, message: &OutgoingMessage) -> Result<MessageRow, DbError> {
+        let now = self.clock.now();
+        let attributes: BTreeMap<&str, &str> = message
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(MessageRow {
+            queue: Arc::clone(&self.name),
+            id: Uuid::new_v4().to_string(),
+            body: message.body.clone(),
+            attributes: serde_json::to_string(&attributes)?,
+            sent_at: now.as_millis(),
+            visible_at: now.plus(message.delay).as_millis(),
+        })
+    }
+}
+
+/// A message about to be sent: one row of `queue_messages`.
+#[derive(Debug)]
+pub(crate) struct MessageRow {
+    queue: Arc<str>,
+    id: String,
+    body: String,
+    attributes: String,
+    sent_at: i64,
+    visible_at: i64,
+}
+
+impl MessageRow {
+    pub(crate) fn insert(&self, conn: &Connection) -> Result<(), DbError> {
+        conn.prepare_cached(SEND)?.execute(params![
+            &*self.queue,
+            self.id,
+            self.body,
+            self.attributes,
+            self.sent_at,
+            self.visible_at,
+        ])?;
+        Ok(())
     }
 }
 
@@ -376,22 +421,11 @@ fn depth(conn: &mut Connection, queue: &str, now: Timestamp) -> Result<QueueDept
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn send(&self, message: OutgoingMessage) -> Result<(), PortError> {
-        let queue = Arc::clone(&self.name);
-        let now = self.clock.now();
-        let visible_at = now.plus(message.delay).as_millis();
-        let attributes: BTreeMap<String, String> = message.attributes.into_iter().collect();
+        let row = self
+            .row_of(&message)
+            .map_err(|e| PortError::failed("send a message", e))?;
         self.db
-            .call("send a message", move |c| {
-                c.prepare_cached(SEND)?.execute(params![
-                    &*queue,
-                    Uuid::new_v4().to_string(),
-                    message.body,
-                    serde_json::to_string(&attributes)?,
-                    now.as_millis(),
-                    visible_at,
-                ])?;
-                Ok(())
-            })
+            .call("send a message", move |c| row.insert(c))
             .await?;
         self.wake();
         Ok(())

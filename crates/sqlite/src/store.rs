@@ -134,7 +134,7 @@ fn select_json(
         .transpose()
 }
 
-fn create(
+pub(crate) fn create(
     conn: &mut Connection,
     job: &Job,
     input: &Value,

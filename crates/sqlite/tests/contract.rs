@@ -1,6 +1,6 @@
 //! Every behaviour suite of `ackflow-testkit` against the SQLite adapters, one fresh database
 //! file per test; then what only SQLite promises: data survives reopening the file,
-//! `release_in_flight` after a crash, and `wait_for_work`.
+//! `release_in_flight` after a crash, `wait_for_work`, and the outbox's one transaction.
 
 // Test code: the fixtures' helpers panic on setup failures, which is what a test should do.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -9,9 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ackflow_core::{Job, JobStore, NewJob, OutgoingMessage, Queue, Settings};
+use ackflow_core::{
+    Created, IdempotencyRecord, Job, JobStore, NewJob, OutgoingMessage, Outbox, Queue, Settings,
+};
 use ackflow_processors::order::{OrderBook, OrderLine, SqliteOrderBook};
-use ackflow_sqlite::{Db, Durability, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Db, Durability, SqliteOutbox, SqliteQueue, SqliteStore};
 use ackflow_testkit::{
     Harness, ManualTime, OrderBookFixture, QueueFixture, RealTime, StoreFixture,
 };
@@ -430,4 +432,129 @@ fn committed_writes_survive_the_process_being_killed() {
         assert_eq!(queue.release_in_flight().expect("release"), 1);
         assert_eq!(queue.depth().await.expect("depth").waiting, 50);
     });
+}
+
+// ---- the outbox --------------------------------------------------------------------------------
+
+struct OutboxWorld {
+    _dir: TempDir,
+    db: Db,
+    time: ManualTime,
+    store: SqliteStore,
+    queue: Arc<SqliteQueue>,
+    outbox: SqliteOutbox,
+}
+
+fn outbox_world() -> OutboxWorld {
+    let (dir, db) = fresh_db();
+    let time = ManualTime::new();
+    let queue = Arc::new(SqliteQueue::new(db.clone(), "jobs", 3, time.clock()).expect("queue"));
+    OutboxWorld {
+        store: SqliteStore::new(db.clone()),
+        outbox: SqliteOutbox::new(db.clone(), queue.clone()),
+        queue,
+        time,
+        db,
+        _dir: dir,
+    }
+}
+
+fn keyed_job(world: &OutboxWorld, key: &str) -> (Job, IdempotencyRecord) {
+    let key = ackflow_core::IdempotencyKey::parse(key).expect("key");
+    let job = Job::new(
+        NewJob {
+            owner: ackflow_core::Owner::anonymous(),
+            kind: ackflow_core::Kind::parse("demo").expect("kind"),
+            correlation_id: ackflow_core::CorrelationId::random(),
+            idempotency_key: Some(key.clone()),
+        },
+        world.time.clock().as_ref(),
+        &Settings::default(),
+    );
+    let record = IdempotencyRecord {
+        key,
+        body_hash: "same body".into(),
+    };
+    (job, record)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_records_a_new_job_with_its_message_and_a_replay_with_none() {
+    let world = outbox_world();
+    let (job, key) = keyed_job(&world, "k-1");
+    let input = serde_json::json!({"steps": 0});
+    let created = world
+        .outbox
+        .create_and_send(&job, &input, Some(&key), &message("first"))
+        .await
+        .expect("create and send");
+    assert_eq!(created, Created::New);
+    let owner = ackflow_core::Owner::anonymous();
+    assert_eq!(world.store.get(&owner, job.id).await.expect("get"), Some(job.clone()));
+    assert_eq!(world.store.input(&owner, job.id).await.expect("input"), Some(input.clone()));
+
+    // The same key again: the first job comes back and no second message is written.
+    let (again, _) = keyed_job(&world, "k-1");
+    let replay = world
+        .outbox
+        .create_and_send(&again, &input, Some(&key), &message("second"))
+        .await
+        .expect("replay");
+    assert_eq!(
+        replay,
+        Created::Existing {
+            job: Box::new(job.clone()),
+            same_body: true
+        }
+    );
+    assert_eq!(world.store.get(&owner, again.id).await.expect("get"), None);
+    let bodies: Vec<String> = world
+        .queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|d| d.body)
+        .collect();
+    assert_eq!(bodies, ["first"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_message_cannot_be_written_is_not_recorded_either() {
+    let world = outbox_world();
+    world
+        .db
+        .call("refuse messages", |c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON queue_messages \
+                 BEGIN SELECT RAISE(ABORT, 'no messages today'); END",
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("trigger");
+    let (job, key) = keyed_job(&world, "k-2");
+    world
+        .outbox
+        .create_and_send(&job, &serde_json::json!({}), Some(&key), &message("lost"))
+        .await
+        .expect_err("the message is refused");
+    let owner = ackflow_core::Owner::anonymous();
+    assert_eq!(world.store.get(&owner, job.id).await.expect("get"), None);
+    // Nor its key: a retry after the failure creates the job afresh.
+    world
+        .db
+        .call("accept messages", |c| {
+            c.execute_batch("DROP TRIGGER refuse")?;
+            Ok(())
+        })
+        .await
+        .expect("drop trigger");
+    let created = world
+        .outbox
+        .create_and_send(&job, &serde_json::json!({}), Some(&key), &message("kept"))
+        .await
+        .expect("create and send");
+    assert_eq!(created, Created::New);
+    assert_eq!(world.queue.depth().await.expect("depth").waiting, 1);
 }

@@ -1,5 +1,8 @@
 //! Accepting work: validate with the processor, record the job, its input and its
-//! Idempotency-Key in one atomic create, then send its message.
+//! Idempotency-Key in one atomic create, then send its message; or, through an [`Outbox`],
+//! record and send in one transaction.
+//!
+//! [`Outbox`]: crate::Outbox
 
 use std::time::Duration;
 
@@ -149,6 +152,32 @@ impl Ackflow {
             &self.settings,
         );
         let keyed = key.is_some();
+        if let Some(outbox) = &self.outbox {
+            let message = self.message_of(&job, Duration::ZERO, trace_header.as_ref());
+            return match outbox
+                .create_and_send(&job, &input, key.as_ref(), &message)
+                .await
+            {
+                Ok(Created::New) => {
+                    telemetry::accepted(&job);
+                    let retry_after = self.retry_after(&job).await;
+                    Ok(Accepted {
+                        job,
+                        retry_after,
+                        replayed: false,
+                    })
+                }
+                Ok(Created::Existing { job, same_body }) => {
+                    self.replay(*job, same_body, keyed, trace_header.as_ref())
+                        .await
+                }
+                Err(e) => {
+                    // One transaction: nothing of the job, or of its message, was written.
+                    error!(job_id = %job.id, error = %error_chain(&e), "could not record the job");
+                    Err(AcceptError::Unavailable(e))
+                }
+            };
+        }
         let created = match self.store.create(&job, &input, key.as_ref()).await {
             Ok(created) => created,
             Err(e @ PortError::Failed { .. }) => {
@@ -166,45 +195,53 @@ impl Ackflow {
                 telemetry::accepted(&job);
                 self.enqueue_new(job, keyed, trace_header.as_ref()).await
             }
-            Created::Existing {
-                same_body: false, ..
-            } => Err(AcceptError::KeyReused),
-            Created::Existing {
-                job: existing,
-                same_body: true,
-            } => {
-                let existing = *existing;
-                if existing.never_queued() {
-                    // The first try got a 503: this retry is what the client was told to do.
-                    let reopened = self
-                        .write(
-                            &existing,
-                            Change::Reopen {
-                                note: "Submitted again".to_owned(),
-                            },
-                            None,
-                        )
-                        .await
-                        .map_err(|e| match e {
-                            TransitionError::Port(e) => AcceptError::Unavailable(e),
-                            other => AcceptError::Unavailable(PortError::unavailable(
-                                "reopen",
-                                other.to_string(),
-                            )),
-                        })?;
-                    return self
-                        .enqueue_new(reopened, keyed, trace_header.as_ref())
-                        .await;
-                }
-                debug!(job_id = %existing.id, "idempotent replay");
-                let retry_after = self.retry_after(&existing).await;
-                Ok(Accepted {
-                    job: existing,
-                    retry_after,
-                    replayed: true,
-                })
+            Created::Existing { job, same_body } => {
+                self.replay(*job, same_body, keyed, trace_header.as_ref())
+                    .await
             }
         }
+    }
+
+    /// A submission whose Idempotency-Key the owner already used for `existing`: that job,
+    /// reopened and queued again when it never was (the first try got a 503), or, for another
+    /// body, the key's misuse.
+    async fn replay(
+        &self,
+        existing: Job,
+        same_body: bool,
+        keyed: bool,
+        trace_header: Option<&TraceHeader>,
+    ) -> Result<Accepted, AcceptError> {
+        if !same_body {
+            return Err(AcceptError::KeyReused);
+        }
+        if existing.never_queued() {
+            // The first try got a 503: this retry is what the client was told to do.
+            let reopened = self
+                .write(
+                    &existing,
+                    Change::Reopen {
+                        note: "Submitted again".to_owned(),
+                    },
+                    None,
+                )
+                .await
+                .map_err(|e| match e {
+                    TransitionError::Port(e) => AcceptError::Unavailable(e),
+                    other => AcceptError::Unavailable(PortError::unavailable(
+                        "reopen",
+                        other.to_string(),
+                    )),
+                })?;
+            return self.enqueue_new(reopened, keyed, trace_header).await;
+        }
+        debug!(job_id = %existing.id, "idempotent replay");
+        let retry_after = self.retry_after(&existing).await;
+        Ok(Accepted {
+            job: existing,
+            retry_after,
+            replayed: true,
+        })
     }
 
     /// A create that failed transiently may still have landed: an answer cut on its way back,
@@ -302,6 +339,18 @@ impl Ackflow {
         delay: Duration,
         trace_header: Option<&TraceHeader>,
     ) -> Result<(), PortError> {
+        self.queue
+            .send(self.message_of(job, delay, trace_header))
+            .await
+    }
+
+    /// The message of `job`'s current generation.
+    fn message_of(
+        &self,
+        job: &Job,
+        delay: Duration,
+        trace_header: Option<&TraceHeader>,
+    ) -> OutgoingMessage {
         let envelope = Envelope::for_job(job);
         let mut attributes = envelope.attributes();
         if let Some(trace) = trace_header {
@@ -310,12 +359,10 @@ impl Ackflow {
                 trace.as_str().to_owned(),
             ));
         }
-        self.queue
-            .send(OutgoingMessage {
-                body: envelope.to_body(),
-                attributes,
-                delay,
-            })
-            .await
+        OutgoingMessage {
+            body: envelope.to_body(),
+            attributes,
+            delay,
+        }
     }
 }

@@ -62,6 +62,8 @@ impl JobError {
 pub struct Ackflow {
     store: Arc<dyn crate::JobStore>,
     queue: Arc<dyn Queue>,
+    /// The store and the queue in one transaction, where the backend has it.
+    outbox: Option<Arc<dyn crate::Outbox>>,
     registry: Registry,
     clock: Arc<dyn Clock>,
     settings: Settings,
@@ -82,11 +84,20 @@ impl Ackflow {
         Self {
             store,
             queue,
+            outbox: None,
             registry,
             clock,
             settings,
             typical_latency: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accepts through `outbox`: a new job and its message in one transaction. Its store and
+    /// queue must be the ones given to [`Ackflow::new`].
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Arc<dyn crate::Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// The settings in force.

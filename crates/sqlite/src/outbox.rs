@@ -1,0 +1,56 @@
+//! The [`Outbox`] of the single machine: the job store and the job queue live in one SQLite
+//! file, so a new job and its message are written in one transaction.
+
+use std::sync::Arc;
+
+use ackflow_core::{
+    async_trait, Created, IdempotencyRecord, Job, OutgoingMessage, Outbox, PortError,
+};
+use serde_json::Value;
+
+use crate::{store, Db, SqliteQueue};
+
+/// A new job and its message, committed together.
+#[derive(Debug, Clone)]
+pub struct SqliteOutbox {
+    db: Db,
+    queue: Arc<SqliteQueue>,
+}
+
+impl SqliteOutbox {
+    /// The outbox over `db`'s store and `queue`, which must be in `db`.
+    pub fn new(db: Db, queue: Arc<SqliteQueue>) -> Self {
+        Self { db, queue }
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteOutbox {
+    async fn create_and_send(
+        &self,
+        job: &Job,
+        input: &Value,
+        key: Option<&IdempotencyRecord>,
+        message: &OutgoingMessage,
+    ) -> Result<Created, PortError> {
+        let row = self
+            .queue
+            .row_of(message)
+            .map_err(|e| PortError::failed("create and queue a job", e))?;
+        let (job, input, key) = (job.clone(), input.clone(), key.cloned());
+        let created = self
+            .db
+            .call("create and queue a job", move |c| {
+                let created = store::create(c, &job, &input, key.as_ref())?;
+                if matches!(created, Created::New) {
+                    row.insert(c)?;
+                }
+                Ok(created)
+            })
+            .await?;
+        if matches!(created, Created::New) {
+            self.queue.wake();
+        }
+        Ok(created)
+    }
+}
