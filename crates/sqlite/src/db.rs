@@ -458,7 +458,9 @@ fn write_batches(mut conn: Connection, requests: &mpsc::Receiver<Request>, count
             }
         }
         counts.batches.fetch_add(1, Ordering::Relaxed);
-        counts.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counts
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         write_batch(&mut conn, batch);
     }
 }
@@ -805,7 +807,10 @@ mod tests {
             answers.push((x, rx));
         }
         for (_, rx) in &mut answers {
-            assert!(rx.try_recv().is_err(), "answered while the gate holds the writer");
+            assert!(
+                rx.try_recv().is_err(),
+                "answered while the gate holds the writer"
+            );
         }
         release.send(()).expect("gate waits");
         gate.await.expect("gate");
@@ -816,13 +821,23 @@ mod tests {
         for (x, outcome) in &answered {
             match x % 3 {
                 1 => assert_eq!(outcome.as_ref().ok(), Some(x)),
-                _ => assert!(matches!(outcome, Err(PortError::Failed { .. })), "{x}: {outcome:?}"),
+                _ => assert!(
+                    matches!(outcome, Err(PortError::Failed { .. })),
+                    "{x}: {outcome:?}"
+                ),
             }
         }
-        assert_eq!(rows(&db), vec![0, 1, 4], "the refused and the panicked writes left nothing");
+        assert_eq!(
+            rows(&db),
+            vec![0, 1, 4],
+            "the refused and the panicked writes left nothing"
+        );
         let after = db.write_stats();
         assert_eq!(
-            (after.batches - before.batches, after.requests - before.requests),
+            (
+                after.batches - before.batches,
+                after.requests - before.requests
+            ),
             (1, 6),
             "the six writes that waited behind the gate went in one batch"
         );
@@ -852,7 +867,9 @@ mod tests {
     async fn a_full_file_fails_the_write_as_unavailable_and_the_writer_carries_on() {
         let (_dir, db) = scratch();
         let pages: i64 = db
-            .call("test", |c| Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?))
+            .call("test", |c| {
+                Ok(c.query_row("PRAGMA page_count", [], |r| r.get(0))?)
+            })
             .await
             .expect("pages");
         db.call("test", move |c| {
@@ -879,7 +896,9 @@ mod tests {
         })
         .await
         .expect("room again");
-        db.call("test write", insert(3)).await.expect("writes again");
+        db.call("test write", insert(3))
+            .await
+            .expect("writes again");
         assert_eq!(rows(&db), vec![3]);
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ackflow_core::{
-    async_trait, Created, IdempotencyRecord, Job, OutgoingMessage, Outbox, PortError,
+    async_trait, Created, IdempotencyRecord, Job, Outbox, OutgoingMessage, PortError,
 };
 use serde_json::Value;
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackflow_core::{
-    Created, IdempotencyRecord, Job, JobStore, NewJob, OutgoingMessage, Outbox, Queue, Settings,
+    Created, IdempotencyRecord, Job, JobStore, NewJob, Outbox, OutgoingMessage, Queue, Settings,
 };
 use ackflow_processors::order::{OrderBook, OrderLine, SqliteOrderBook};
 use ackflow_sqlite::{Db, Durability, SqliteOutbox, SqliteQueue, SqliteStore};
@@ -490,8 +490,14 @@ async fn the_outbox_records_a_new_job_with_its_message_and_a_replay_with_none() 
         .expect("create and send");
     assert_eq!(created, Created::New);
     let owner = ackflow_core::Owner::anonymous();
-    assert_eq!(world.store.get(&owner, job.id).await.expect("get"), Some(job.clone()));
-    assert_eq!(world.store.input(&owner, job.id).await.expect("input"), Some(input.clone()));
+    assert_eq!(
+        world.store.get(&owner, job.id).await.expect("get"),
+        Some(job.clone())
+    );
+    assert_eq!(
+        world.store.input(&owner, job.id).await.expect("input"),
+        Some(input.clone())
+    );
 
     // The same key again: the first job comes back and no second message is written.
     let (again, _) = keyed_job(&world, "k-1");
