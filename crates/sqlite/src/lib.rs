@@ -12,7 +12,8 @@
 //!   writer that commits the waiting writes together (group commit), and the read-only
 //!   connections reads run on.
 //! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
-//!   Idempotency-Keys and the report's aggregates, each change one transaction.
+//!   Idempotency-Keys and the report's aggregates, each change atomic (its own savepoint in the
+//!   writer's batch).
 //! - [`SqliteOutbox`]: the [`ackflow_core::Outbox`] — a new job and its message in one
 //!   transaction, so a job is recorded if and only if it is queued.
 //! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
