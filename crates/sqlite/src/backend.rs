@@ -12,7 +12,7 @@ use crate::{Db, Durability, SqliteOutbox, SqliteQueue, SqliteStore};
 /// The name of the job queue in the file.
 pub const QUEUE_NAME: &str = "jobs";
 
-/// ackflow's ports on one SQLite file. Cheap to clone: every part shares the one connection.
+/// ackflow's ports on one SQLite file. Cheap to clone: every part shares the one [`Db`].
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
     /// The file.
