@@ -21,6 +21,7 @@ use ackflow_lambda::{
 };
 use ackflow_processors::demo::Demo;
 use ackflow_sqlite::{Db, Durability, SqliteStore};
+use ackflow_testkit::paused::ClockHeld;
 use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
@@ -181,7 +182,8 @@ fn harness() -> Harness {
         most: most_at_once.clone(),
     });
     let app = Arc::new(Ackflow::new(
-        Arc::new(SqliteStore::new(db)),
+        // Some tests run on a paused clock, which must not jump while SQLite's writer works.
+        Arc::new(ClockHeld::new(SqliteStore::new(db))),
         queue.clone(),
         registry,
         clock.clone(),

@@ -18,6 +18,8 @@
 //!   that loses answers after the write (a reset, a hang), answers 500 or throttling, or adds
 //!   latency, per logical SDK call from a seeded plan or a script, and replays transactions by
 //!   their token as DynamoDB does.
+//! - [`paused`]: [`paused::ClockHeld`] keeps tokio's paused clock still while a store call is
+//!   in flight, for stores that answer from threads of their own.
 //! - [`invariants`]: the restarted runtime that brings jobs to rest, and the legality checks of
 //!   a job at rest.
 //! - [`Harness`]: how time passes for the backend: [`ManualTime`] moves a
@@ -63,6 +65,7 @@ use ackflow_processors::order::OrderBook;
 pub mod faults;
 pub mod invariants;
 pub mod orders;
+pub mod paused;
 pub mod queue;
 pub mod redrive;
 pub mod store;
