@@ -44,7 +44,7 @@ pub use job::{
 };
 pub use ports::{
     Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery, Outbox,
-    OutgoingMessage, Page, PortError, Queue, QueueDepth, Receipt, WriteError,
+    OutgoingMessage, Page, PortError, Queue, QueueDepth, QueueStep, Receipt, WriteError,
 };
 pub use problem::{FieldError, Problem};
 pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry, Rejection};

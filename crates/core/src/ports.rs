@@ -263,6 +263,29 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
         key: Option<&IdempotencyRecord>,
         message: &OutgoingMessage,
     ) -> Result<Created, PortError>;
+
+    /// [`JobStore::update`], and when it writes the job, `step` for the received message that
+    /// `receipt` names in the same transaction: an attempt's outcome and the end of its delivery
+    /// land together or not at all. A receipt that no longer names a message (another delivery
+    /// received it since) leaves the queue as it is; that delivery finds the job changed.
+    async fn update_and_settle(
+        &self,
+        before: &Job,
+        after: &Job,
+        result: Option<&Value>,
+        deltas: &Deltas,
+        receipt: &Receipt,
+        step: QueueStep,
+    ) -> Result<(), WriteError>;
+}
+
+/// What becomes of a received message once its job's outcome is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueStep {
+    /// The job is done with it: [`Queue::delete`].
+    Delete,
+    /// It comes back after this long: [`Queue::change_visibility`].
+    ComeBackAfter(Duration),
 }
 
 // ---- Queue -------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 //! The in-process worker: receives batches from the SQLite queue and runs each delivery through
-//! [`Ackflow::handle`], at most `concurrency` at once.
+//! [`Ackflow::work`], at most `concurrency` at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::{error_chain, Ackflow, Deleter, Queue as _};
+use ackflow_core::{error_chain, Ackflow, Queue as _};
 use ackflow_sqlite::SqliteQueue;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -74,8 +74,7 @@ pub async fn run(
             let app = Arc::clone(&app);
             tasks.spawn(async move {
                 let _permit = permit;
-                let disposition = app.handle(&delivery).await;
-                if let Err(e) = app.settle(&delivery, disposition, Deleter::Worker).await {
+                if let Err(e) = app.work(&delivery).await {
                     // The message comes back after its visibility timeout; fencing makes that safe.
                     warn!(message_id = %delivery.message_id, error = %error_chain(&e), "could not settle a delivery");
                 }

@@ -1,16 +1,19 @@
 //! The [`Outbox`] of the single machine: the job store and the job queue live in one SQLite
-//! file, so a new job and its message are written in one transaction.
+//! file, so a new job and its message are written in one transaction, and so are an attempt's
+//! outcome and the delete or delay of its message.
 
 use std::sync::Arc;
 
+use ackflow_core::report::Deltas;
 use ackflow_core::{
-    async_trait, Created, IdempotencyRecord, Job, Outbox, OutgoingMessage, PortError,
+    async_trait, Created, IdempotencyRecord, Job, Outbox, OutgoingMessage, PortError, QueueStep,
+    Receipt, WriteError,
 };
 use serde_json::Value;
 
 use crate::{store, Db, SqliteQueue};
 
-/// A new job and its message, committed together.
+/// The store's and the queue's writes of one step, committed together.
 #[derive(Debug, Clone)]
 pub struct SqliteOutbox {
     db: Db,
@@ -52,5 +55,41 @@ impl Outbox for SqliteOutbox {
             self.queue.wake();
         }
         Ok(created)
+    }
+
+    async fn update_and_settle(
+        &self,
+        before: &Job,
+        after: &Job,
+        result: Option<&Value>,
+        deltas: &Deltas,
+        receipt: &Receipt,
+        step: QueueStep,
+    ) -> Result<(), WriteError> {
+        let step = self.queue.step_of(receipt, step);
+        let makes_visible = step.makes_visible();
+        let (before, after, result, deltas) = (
+            before.clone(),
+            after.clone(),
+            result.cloned(),
+            deltas.clone(),
+        );
+        let written = self
+            .db
+            .call("write an outcome and settle its message", move |c| {
+                let written = store::update(c, &before, &after, result.as_ref(), &deltas)?;
+                if written {
+                    step.apply(c)?;
+                }
+                Ok(written)
+            })
+            .await?;
+        if !written {
+            return Err(WriteError::Conflict);
+        }
+        if makes_visible {
+            self.queue.wake();
+        }
+        Ok(())
     }
 }

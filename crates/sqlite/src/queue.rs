@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ackflow_core::{
     async_trait, Clock, DeadLetter, Delivery, OutgoingMessage, PortError, Queue, QueueDepth,
-    Receipt, Timestamp,
+    QueueStep, Receipt, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
@@ -195,6 +195,55 @@ impl SqliteQueue {
             sent_at: now.as_millis(),
             visible_at: now.plus(message.delay).as_millis(),
         })
+    }
+}
+
+impl SqliteQueue {
+    /// What [`Queue::delete`] or [`Queue::change_visibility`] writes for `step`, for a
+    /// transaction that writes more.
+    pub(crate) fn step_of(&self, receipt: &Receipt, step: QueueStep) -> StepRow {
+        let visible_at = match step {
+            QueueStep::Delete => None,
+            QueueStep::ComeBackAfter(delay) => {
+                Some(self.clock.now().as_millis().saturating_add(millis(delay)))
+            }
+        };
+        StepRow {
+            queue: Arc::clone(&self.name),
+            receipt: receipt.0.clone(),
+            visible_at,
+        }
+    }
+}
+
+/// A received message's delete, or its new visibility: a statement on `queue_messages` by
+/// receipt. A receipt that names no message any more changes nothing.
+#[derive(Debug)]
+pub(crate) struct StepRow {
+    queue: Arc<str>,
+    receipt: String,
+    /// `None` deletes the message.
+    visible_at: Option<i64>,
+}
+
+impl StepRow {
+    pub(crate) fn apply(&self, conn: &Connection) -> Result<(), DbError> {
+        match self.visible_at {
+            None => conn
+                .prepare_cached(DELETE)?
+                .execute(params![&*self.queue, self.receipt])?,
+            Some(at) => conn.prepare_cached(CHANGE_VISIBILITY)?.execute(params![
+                &*self.queue,
+                self.receipt,
+                at
+            ])?,
+        };
+        Ok(())
+    }
+
+    /// Whether the step makes the message visible again (and a waiting worker should look).
+    pub(crate) fn makes_visible(&self) -> bool {
+        self.visible_at.is_some()
     }
 }
 
@@ -447,14 +496,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {
-        let queue = Arc::clone(&self.name);
-        let receipt = receipt.0.clone();
+        let step = self.step_of(receipt, QueueStep::Delete);
         self.db
-            .call("delete a message", move |c| {
-                c.prepare_cached(DELETE)?
-                    .execute(params![&*queue, receipt])?;
-                Ok(())
-            })
+            .call("delete a message", move |c| step.apply(c))
             .await
     }
 
@@ -463,15 +507,9 @@ impl Queue for SqliteQueue {
         receipt: &Receipt,
         timeout: Duration,
     ) -> Result<(), PortError> {
-        let queue = Arc::clone(&self.name);
-        let receipt = receipt.0.clone();
-        let visible_at = self.clock.now().as_millis().saturating_add(millis(timeout));
+        let step = self.step_of(receipt, QueueStep::ComeBackAfter(timeout));
         self.db
-            .call("change a message's visibility", move |c| {
-                c.prepare_cached(CHANGE_VISIBILITY)?
-                    .execute(params![&*queue, receipt, visible_at])?;
-                Ok(())
-            })
+            .call("change a message's visibility", move |c| step.apply(c))
             .await?;
         self.wake();
         Ok(())

@@ -190,7 +190,7 @@ pub(crate) fn create(
 }
 
 /// `Ok(false)`: the stored job is not at `before.revision` (or does not exist).
-fn update(
+pub(crate) fn update(
     conn: &mut Connection,
     before: &Job,
     after: &Job,

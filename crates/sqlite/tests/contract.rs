@@ -9,11 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ackflow_core::report::Deltas;
 use ackflow_core::{
-    Created, IdempotencyRecord, Job, JobStore, NewJob, Outbox, OutgoingMessage, Queue, Settings,
+    Change, Created, Delivery, IdempotencyRecord, Job, JobState, JobStore, NewJob, Outbox,
+    OutgoingMessage, Queue, QueueStep, Settings, Settled, WriteError,
 };
 use ackflow_processors::order::{OrderBook, OrderLine, SqliteOrderBook};
-use ackflow_sqlite::{Db, Durability, SqliteOutbox, SqliteQueue, SqliteStore};
+use ackflow_sqlite::{Db, Durability, SqliteBackend, SqliteOutbox, SqliteQueue, SqliteStore};
 use ackflow_testkit::{
     Harness, ManualTime, OrderBookFixture, QueueFixture, RealTime, StoreFixture,
 };
@@ -563,4 +565,229 @@ async fn a_job_whose_message_cannot_be_written_is_not_recorded_either() {
         .expect("create and send");
     assert_eq!(created, Created::New);
     assert_eq!(world.queue.depth().await.expect("depth").waiting, 1);
+}
+
+/// A job accepted through the outbox, its message received and its attempt started: what an
+/// outcome is written over.
+async fn started(world: &OutboxWorld, key: &str) -> (Job, Delivery) {
+    let (job, record) = keyed_job(world, key);
+    world
+        .outbox
+        .create_and_send(&job, &serde_json::json!({}), Some(&record), &message(key))
+        .await
+        .expect("create and send");
+    let delivery = world
+        .queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive")
+        .into_iter()
+        .find(|d| d.body == key)
+        .expect("its message");
+    let running = job
+        .apply(
+            Change::Start,
+            world.time.clock().now(),
+            &Settings::default(),
+        )
+        .expect("start");
+    world
+        .store
+        .update(&job, &running, None, &Deltas::between(&job, &running))
+        .await
+        .expect("started");
+    (running, delivery)
+}
+
+async fn settle_with_outcome(
+    world: &OutboxWorld,
+    running: &Job,
+    change: Change,
+    delivery: &Delivery,
+    step: QueueStep,
+) -> Result<Job, WriteError> {
+    let after = running
+        .apply(change, world.time.clock().now(), &Settings::default())
+        .expect("a legal change");
+    let result = serde_json::json!({"done": true});
+    let result = (after.state == JobState::Succeeded).then_some(&result);
+    world
+        .outbox
+        .update_and_settle(
+            running,
+            &after,
+            result,
+            &Deltas::between(running, &after),
+            &delivery.receipt,
+            step,
+        )
+        .await
+        .map(|()| after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_and_its_message_delete_commit_together_and_a_lost_race_writes_neither() {
+    let world = outbox_world();
+    let owner = ackflow_core::Owner::anonymous();
+    let (running, delivery) = started(&world, "done").await;
+    let succeeded = settle_with_outcome(
+        &world,
+        &running,
+        Change::Succeed,
+        &delivery,
+        QueueStep::Delete,
+    )
+    .await
+    .expect("written");
+    assert_eq!(
+        world.store.get(&owner, running.id).await.expect("get"),
+        Some(succeeded)
+    );
+    assert_eq!(
+        world
+            .store
+            .result(&owner, running.id)
+            .await
+            .expect("result"),
+        Some(serde_json::json!({"done": true}))
+    );
+    let depth = world.queue.depth().await.expect("depth");
+    assert_eq!((depth.waiting, depth.in_flight), (0, 0), "{depth:?}");
+
+    // The same outcome over the same stale revision loses, and leaves the next message alone.
+    let (_, other) = started(&world, "other").await;
+    let lost =
+        settle_with_outcome(&world, &running, Change::Succeed, &other, QueueStep::Delete).await;
+    assert!(matches!(lost, Err(WriteError::Conflict)), "{lost:?}");
+    assert_eq!(world.queue.depth().await.expect("depth").in_flight, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_outcome_brings_its_message_back_after_the_delay_and_not_before() {
+    let world = outbox_world();
+    let (running, delivery) = started(&world, "again").await;
+    let delay = Duration::from_secs(7);
+    let retry_at = world.time.clock().now().plus(delay);
+    let note = "trying again".to_owned();
+    let released = settle_with_outcome(
+        &world,
+        &running,
+        Change::Release { retry_at, note },
+        &delivery,
+        QueueStep::ComeBackAfter(delay),
+    )
+    .await
+    .expect("written");
+    assert_eq!(released.state, JobState::Queued);
+    let visibility = Duration::from_secs(30);
+    world.time.pass(delay - Duration::from_secs(1)).await;
+    assert!(world
+        .queue
+        .receive(10, visibility)
+        .await
+        .expect("receive")
+        .is_empty());
+    world.time.pass(Duration::from_secs(1)).await;
+    let back = world.queue.receive(10, visibility).await.expect("receive");
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].message_id, delivery.message_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_whose_message_step_fails_is_not_written_either() {
+    let world = outbox_world();
+    let owner = ackflow_core::Owner::anonymous();
+    let (running, delivery) = started(&world, "stuck").await;
+    world
+        .db
+        .call("refuse deletes", |c| {
+            c.execute_batch(
+                "CREATE TRIGGER refuse BEFORE DELETE ON queue_messages \
+                 BEGIN SELECT RAISE(ABORT, 'no deletes today'); END",
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("trigger");
+    settle_with_outcome(
+        &world,
+        &running,
+        Change::Succeed,
+        &delivery,
+        QueueStep::Delete,
+    )
+    .await
+    .expect_err("the delete is refused");
+    assert_eq!(
+        world.store.get(&owner, running.id).await.expect("get"),
+        Some(running.clone())
+    );
+    assert_eq!(
+        world
+            .store
+            .result(&owner, running.id)
+            .await
+            .expect("result"),
+        None
+    );
+    assert_eq!(world.queue.depth().await.expect("depth").in_flight, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_the_outbox_writes_each_outcome_with_its_message_step_in_one_write() {
+    let (_dir, db) = fresh_db();
+    let time = ManualTime::new();
+    let settings = Settings::default();
+    let backend = SqliteBackend::on(db.clone(), &settings, time.clock()).expect("backend");
+    let registry = ackflow_core::Registry::new().with(ackflow_processors::demo::Demo::new());
+    let app = backend.ackflow(registry, time.clock(), settings.clone());
+    let visibility = settings.visibility_timeout;
+    let owner = ackflow_core::Owner::anonymous();
+    for (input, settled, state) in [
+        (
+            serde_json::json!({"steps": 0}),
+            Settled::Done,
+            JobState::Succeeded,
+        ),
+        (
+            serde_json::json!({"steps": 0, "fail_attempts": 1}),
+            Settled::ComesBack,
+            JobState::Queued,
+        ),
+    ] {
+        let accepted = app
+            .accept(ackflow_core::Submission {
+                owner: owner.clone(),
+                kind: "demo".into(),
+                input,
+                idempotency_key: None,
+                correlation_id: ackflow_core::CorrelationId::random(),
+                trace_header: None,
+            })
+            .await
+            .expect("accepted");
+        let delivery = backend
+            .queue
+            .receive(1, visibility)
+            .await
+            .expect("receive")
+            .pop()
+            .expect("its message");
+        let before = db.write_stats();
+        assert_eq!(app.work(&delivery).await.expect("settled"), settled);
+        let writes = db.write_stats().requests - before.requests;
+        assert_eq!(
+            writes, 2,
+            "the start, then the outcome with its message's step"
+        );
+        let job = app
+            .status(&owner, accepted.job.id)
+            .await
+            .expect("status")
+            .job;
+        assert_eq!(job.state, state);
+        let depth = backend.queue.depth().await.expect("depth");
+        let message_left = u64::from(settled == Settled::ComesBack);
+        assert_eq!(depth.waiting + depth.in_flight, message_left, "{depth:?}");
+    }
 }

@@ -17,7 +17,7 @@ use super::Ackflow;
 use crate::job::attributes;
 use crate::{
     error_chain, panic_message, telemetry, Change, Delivery, Envelope, Job, JobContext, JobId,
-    JobState, Owner, PortError, Problem, ProcessError, Timestamp,
+    JobState, Owner, PortError, Problem, ProcessError, QueueStep, Receipt, Timestamp,
 };
 
 /// What to do with a delivery after handling it.
@@ -49,14 +49,27 @@ impl Ackflow {
         delivery: &Delivery,
         finish_by: Option<Timestamp>,
     ) -> Disposition {
+        self.handle_delivery(delivery, finish_by, None)
+            .await
+            .disposition
+    }
+
+    /// The body of [`Ackflow::handle_by`]. With `settle_with`, an attempt's outcome is written
+    /// together with its delivery's queue step (through the outbox), and the answer says so.
+    pub(super) async fn handle_delivery(
+        &self,
+        delivery: &Delivery,
+        finish_by: Option<Timestamp>,
+        settle_with: Option<&Receipt>,
+    ) -> Handled {
         let envelope = match decode::envelope(delivery) {
             Ok(envelope) => envelope,
             Err(Undecodable::NewerSchema(v)) => {
                 // A newer deployment sent it; a newer worker will read it. Not poison.
                 warn!(message_id = %delivery.message_id, schema = v, "message from a newer version; returning it");
-                return Disposition::RetryAfter(self.settings.backoff_max);
+                return Disposition::RetryAfter(self.settings.backoff_max).into();
             }
-            Err(Undecodable::Corrupt(why)) => return self.poison(delivery, why).await,
+            Err(Undecodable::Corrupt(why)) => return self.poison(delivery, why).await.into(),
         };
         // Every line about this delivery carries the job, its request's correlation id and the
         // trace header it came with; kind and attempt are filled in once the job is read.
@@ -74,14 +87,14 @@ impl Ackflow {
         }
         debug!(parent: &span, message_id = %delivery.message_id, receive_count = delivery.receive_count, "delivery received");
         match self
-            .handle_envelope(&envelope, finish_by)
+            .handle_envelope(&envelope, finish_by, settle_with)
             .instrument(span)
             .await
         {
-            Ok(disposition) => disposition,
+            Ok(handled) => handled,
             Err(e) => {
                 warn!(job_id = %envelope.job, error = %error_chain(&e), "store unavailable; the message will come back");
-                Disposition::RetryAfter(self.settings.backoff_base)
+                Disposition::RetryAfter(self.settings.backoff_base).into()
             }
         }
     }
@@ -137,29 +150,30 @@ impl Ackflow {
         &self,
         envelope: &Envelope,
         finish_by: Option<Timestamp>,
-    ) -> Result<Disposition, PortError> {
+        settle_with: Option<&Receipt>,
+    ) -> Result<Handled, PortError> {
         for _ in 0..CAS_ROUNDS {
             let Some(job) = self.store.get(&envelope.owner, envelope.job).await? else {
                 info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
-                return Ok(Disposition::Delete);
+                return Ok(Disposition::Delete.into());
             };
             let span = tracing::Span::current();
             span.record("kind", job.kind.as_str());
             span.record("attempt", job.attempts);
             if envelope.generation != job.generation {
                 debug!(job_id = %job.id, "message of another generation; dropping it");
-                return Ok(Disposition::Delete);
+                return Ok(Disposition::Delete.into());
             }
             let now = self.clock.now();
             match job.state {
-                s if s.is_terminal() => return Ok(Disposition::Delete),
+                s if s.is_terminal() => return Ok(Disposition::Delete.into()),
                 JobState::Running if !job.lease_expired(now) => {
                     // A duplicate while an attempt holds the job: come back when its lease ends,
                     // in case that attempt dies.
                     let left = job
                         .running_until
                         .map_or(Duration::ZERO, |until| until.since(now));
-                    return Ok(Disposition::RetryAfter(left + Duration::from_millis(100)));
+                    return Ok(Disposition::RetryAfter(left + Duration::from_millis(100)).into());
                 }
                 _ => {}
             }
@@ -168,7 +182,8 @@ impl Ackflow {
                 // attempt never races the sweeper.
                 return self
                     .finish_with(&job, Change::Fail(Problem::deadline_exceeded()))
-                    .await;
+                    .await
+                    .map(Into::into);
             }
             if job.attempts >= job.max_attempts {
                 // The last attempt died without recording its outcome (crash or lost write).
@@ -177,22 +192,23 @@ impl Ackflow {
                         &job,
                         Change::Fail(Problem::attempts_exhausted(job.attempts)),
                     )
-                    .await;
+                    .await
+                    .map(Into::into);
             }
             if finish_by.is_some_and(|by| now.plus(self.settings.lease()) > by) {
                 info!(job_id = %job.id, "too little time left here for an attempt; the message goes back at once");
-                return Ok(Disposition::RetryAfter(Duration::ZERO));
+                return Ok(Disposition::RetryAfter(Duration::ZERO).into());
             }
             match self.write(&job, Change::Start, None).await {
                 Ok(running) => {
                     span.record("attempt", running.attempts);
-                    return self.run_attempt(running).await;
+                    return self.run_attempt(running, settle_with).await;
                 }
                 Err(TransitionError::Port(e)) => return Err(e),
                 Err(TransitionError::Conflict | TransitionError::Illegal(_)) => continue,
             }
         }
-        Ok(Disposition::RetryAfter(self.settings.backoff_base))
+        Ok(Disposition::RetryAfter(self.settings.backoff_base).into())
     }
 
     /// Writes a terminal change and deletes the message (whatever won a race, the job is done
@@ -206,7 +222,11 @@ impl Ackflow {
         }
     }
 
-    async fn run_attempt(&self, running: Job) -> Result<Disposition, PortError> {
+    async fn run_attempt(
+        &self,
+        running: Job,
+        settle_with: Option<&Receipt>,
+    ) -> Result<Handled, PortError> {
         let input = self.store.input(&running.owner, running.id).await?;
         let processor = self.registry.get(&running.kind).cloned();
         let sink = Arc::new(StoreProgress::new(
@@ -250,14 +270,15 @@ impl Ackflow {
             }
         };
         let current = sink.current().await;
-        self.record_outcome(current, outcome).await
+        self.record_outcome(current, outcome, settle_with).await
     }
 
     async fn record_outcome(
         &self,
         current: Job,
         outcome: Outcome,
-    ) -> Result<Disposition, PortError> {
+        settle_with: Option<&Receipt>,
+    ) -> Result<Handled, PortError> {
         let id = current.id;
         let (change, result, disposition) = match outcome {
             Outcome::Succeeded(result) => {
@@ -299,8 +320,17 @@ impl Ackflow {
                 )
             }
         };
-        match self.write_outcome(&current, change, result.as_ref()).await {
-            Ok(_) => Ok(disposition),
+        let settle = settle_with
+            .filter(|_| self.can_settle_with_outcome())
+            .and_then(|receipt| Some((receipt, disposition.queue_step()?)));
+        match self
+            .write_outcome(&current, change, result.as_ref(), settle)
+            .await
+        {
+            Ok(_) => Ok(Handled {
+                disposition,
+                settled: settle.is_some(),
+            }),
             Err(TransitionError::Port(e)) => Err(e),
             Err(TransitionError::Conflict | TransitionError::Illegal(_)) => {
                 // Someone else changed the job while this attempt ran (the sweeper failed it, or the
@@ -310,9 +340,9 @@ impl Ackflow {
                     Some(job)
                         if !job.state.is_terminal() && job.generation == current.generation =>
                     {
-                        Ok(Disposition::RetryAfter(self.settings.backoff_base))
+                        Ok(Disposition::RetryAfter(self.settings.backoff_base).into())
                     }
-                    _ => Ok(Disposition::Delete),
+                    _ => Ok(Disposition::Delete.into()),
                 }
             }
         }
@@ -328,6 +358,7 @@ impl Ackflow {
         current: &Job,
         change: Change,
         result: Option<&Value>,
+        settle: Option<(&Receipt, QueueStep)>,
     ) -> Result<Job, TransitionError> {
         // The lease is measured once on the job's clock and then waited out on tokio's, so a
         // store that never recovers cannot keep the worker here past the lease.
@@ -340,7 +371,10 @@ impl Ackflow {
         let after = current.apply(change, self.clock.now(), &self.settings)?;
         let mut retry = 0;
         loop {
-            let error = match self.write_prepared(current, after.clone(), result).await {
+            let error = match self
+                .write_settling(current, after.clone(), result, settle)
+                .await
+            {
                 // An outage or a lost answer may pass; a permanent failure will not.
                 Err(TransitionError::Port(
                     e @ (PortError::Unavailable { .. } | PortError::Ambiguous { .. }),
@@ -364,6 +398,35 @@ impl Ackflow {
 fn outcome_retry_delay(n: u32) -> Duration {
     let cap_ms = 100u64 << n.min(4);
     Duration::from_millis(fastrand::u64(cap_ms / 2..=cap_ms))
+}
+
+/// A delivery handled: what to do with it, and whether that is already done.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Handled {
+    pub(super) disposition: Disposition,
+    /// The disposition was carried out in the same transaction as the attempt's outcome.
+    pub(super) settled: bool,
+}
+
+impl From<Disposition> for Handled {
+    fn from(disposition: Disposition) -> Self {
+        Self {
+            disposition,
+            settled: false,
+        }
+    }
+}
+
+impl Disposition {
+    /// The queue step that carries this out for a received message, where there is one.
+    fn queue_step(self) -> Option<QueueStep> {
+        match self {
+            Disposition::Delete => Some(QueueStep::Delete),
+            Disposition::RetryAfter(delay) => Some(QueueStep::ComeBackAfter(delay)),
+            // Dead-lettering moves the message to another queue: not an outcome's step.
+            Disposition::DeadLetter => None,
+        }
+    }
 }
 
 /// How an attempt ended, before it is written.

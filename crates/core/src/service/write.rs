@@ -5,7 +5,9 @@ use serde_json::Value;
 
 use super::Ackflow;
 use crate::report::Deltas;
-use crate::{telemetry, Change, IllegalTransition, Job, JobStore, PortError, WriteError};
+use crate::{
+    telemetry, Change, IllegalTransition, Job, JobStore, PortError, QueueStep, Receipt, WriteError,
+};
 
 /// Conditional writes that lost a race are retried this often before giving up.
 pub(super) const CAS_ROUNDS: usize = 4;
@@ -46,8 +48,31 @@ impl Ackflow {
         after: Job,
         result: Option<&Value>,
     ) -> Result<Job, TransitionError> {
+        self.write_settling(job, after, result, None).await
+    }
+
+    /// [`Ackflow::write_prepared`], and with `settle` and an outbox, the delivery's queue step in
+    /// the same transaction. Without an outbox the step is left to the caller, who settles the
+    /// delivery after the write as on AWS; [`Ackflow::can_settle_with_outcome`] says which.
+    pub(super) async fn write_settling(
+        &self,
+        job: &Job,
+        after: Job,
+        result: Option<&Value>,
+        settle: Option<(&Receipt, QueueStep)>,
+    ) -> Result<Job, TransitionError> {
         let deltas = Deltas::between(job, &after);
-        match self.store.update(job, &after, result, &deltas).await {
+        let written = match (settle, &self.outbox) {
+            (Some((receipt, step)), Some(outbox)) => {
+                outbox
+                    .update_and_settle(job, &after, result, &deltas, receipt, step)
+                    .await
+            }
+            _ => self.store.update(job, &after, result, &deltas).await,
+        };
+        // A landed write that lost its answer carried its queue step with it: [`holds`] says
+        // that the one transaction holding both committed.
+        match written {
             Ok(()) => {
                 telemetry::transition(job, &after);
                 Ok(after)
@@ -65,6 +90,11 @@ impl Ackflow {
             }
             Err(WriteError::Port(e)) => Err(TransitionError::Port(e)),
         }
+    }
+
+    /// Whether an outcome's write can carry its delivery's queue step ([`Ackflow::write_settling`]).
+    pub(super) fn can_settle_with_outcome(&self) -> bool {
+        self.outbox.is_some()
     }
 }
 
