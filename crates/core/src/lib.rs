@@ -44,7 +44,8 @@ pub use job::{
 };
 pub use ports::{
     Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery, Outbox,
-    OutgoingMessage, Page, PortError, Queue, QueueDepth, QueueStep, Receipt, WriteError,
+    OutgoingMessage, Page, PortError, Queue, QueueDepth, QueueStep, Receipt, Received, StartPlan,
+    Started, WriteError,
 };
 pub use problem::{FieldError, Problem};
 pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry, Rejection};

@@ -3,6 +3,7 @@
 //! adapter.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -277,6 +278,55 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
         receipt: &Receipt,
         step: QueueStep,
     ) -> Result<(), WriteError>;
+
+    /// [`Queue::receive`], and in the same transaction, for each message whose job `plan`
+    /// starts an attempt of, that start written as [`JobStore::update`] writes it (with its
+    /// aggregates). A message whose job `plan` does not start (or cannot name) is received only:
+    /// the worker decides about it as about any delivery.
+    async fn receive_and_start(
+        &self,
+        max: usize,
+        visibility: Duration,
+        plan: Arc<dyn StartPlan>,
+    ) -> Result<Vec<Received>, PortError>;
+}
+
+/// The core's decision, run inside an adapter's receive transaction, of which received
+/// messages start an attempt now ([`Outbox::receive_and_start`]).
+pub trait StartPlan: Send + Sync {
+    /// The job `delivery` is for, if its message can be read.
+    fn job_of(&self, delivery: &Delivery) -> Option<(Owner, JobId)>;
+
+    /// The running job to write over `job` (as read in the transaction), if `delivery` starts
+    /// an attempt of it now.
+    fn start(&self, delivery: &Delivery, job: &Job) -> Option<Job>;
+}
+
+/// A received message, with the attempt its receive started, if it started one.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The message.
+    pub delivery: Delivery,
+    /// The attempt written in the receive's transaction.
+    pub started: Option<Started>,
+}
+
+impl From<Delivery> for Received {
+    fn from(delivery: Delivery) -> Self {
+        Self {
+            delivery,
+            started: None,
+        }
+    }
+}
+
+/// An attempt's start, as written: the job before and after.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The job as read, queued.
+    pub before: Job,
+    /// The job as written, running.
+    pub running: Job,
 }
 
 /// What becomes of a received message once its job's outcome is written.

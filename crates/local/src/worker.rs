@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackflow_core::{error_chain, Ackflow, Queue as _};
+use ackflow_core::{error_chain, Ackflow};
 use ackflow_sqlite::SqliteQueue;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// Largest batch taken from the queue at once (SQS's limit, kept for symmetry).
-const MAX_BATCH: usize = 10;
+/// Largest batch taken from the queue at once: one transaction receives the messages and starts
+/// their attempts, so a larger batch is fewer commits; it stays small enough that the writer's
+/// other requests (accepts, outcomes) never wait long behind it.
+const MAX_BATCH: usize = 64;
 /// How long an idle worker waits before looking at the queue again, even without a wake-up.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -30,7 +32,6 @@ pub async fn run(
     // free permits, so a received message never waits (and never burns its visibility) in memory.
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    let visibility = app.settings().visibility_timeout;
     loop {
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = done {
@@ -49,7 +50,7 @@ pub async fn run(
         }
         let batch = tokio::select! {
             _ = shutdown.cancelled() => break,
-            batch = queue.receive(free, visibility) => batch,
+            batch = app.receive(free) => batch,
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -67,16 +68,16 @@ pub async fn run(
                 _ = queue.wait_for_work(IDLE_WAIT) => continue,
             }
         }
-        for delivery in batch {
+        for received in batch {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 break;
             };
             let app = Arc::clone(&app);
             tasks.spawn(async move {
                 let _permit = permit;
-                if let Err(e) = app.work(&delivery).await {
+                if let Err(e) = app.work(&received).await {
                     // The message comes back after its visibility timeout; fencing makes that safe.
-                    warn!(message_id = %delivery.message_id, error = %error_chain(&e), "could not settle a delivery");
+                    warn!(message_id = %received.delivery.message_id, error = %error_chain(&e), "could not settle a delivery");
                 }
             });
         }

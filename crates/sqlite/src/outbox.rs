@@ -3,11 +3,12 @@
 //! outcome and the delete or delay of its message.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
     async_trait, Created, IdempotencyRecord, Job, Outbox, OutgoingMessage, PortError, QueueStep,
-    Receipt, WriteError,
+    Receipt, Received, StartPlan, Started, WriteError,
 };
 use serde_json::Value;
 
@@ -92,4 +93,53 @@ impl Outbox for SqliteOutbox {
         }
         Ok(())
     }
+
+    async fn receive_and_start(
+        &self,
+        max: usize,
+        visibility: Duration,
+        plan: Arc<dyn StartPlan>,
+    ) -> Result<Vec<Received>, PortError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let receive = self.queue.receive_of(max, visibility);
+        self.db
+            .call("receive messages and start their attempts", move |c| {
+                let deliveries = receive.run(c)?;
+                let mut received = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    let started = start(c, plan.as_ref(), &delivery)?;
+                    received.push(Received { delivery, started });
+                }
+                Ok(received)
+            })
+            .await
+    }
+}
+
+/// Reads `delivery`'s job and writes the start `plan` decides on, if any.
+fn start(
+    conn: &mut rusqlite::Connection,
+    plan: &dyn StartPlan,
+    delivery: &ackflow_core::Delivery,
+) -> Result<Option<Started>, crate::DbError> {
+    let Some((owner, id)) = plan.job_of(delivery) else {
+        return Ok(None);
+    };
+    let Some(before) = store::select_job(conn, owner.as_str(), &id.to_string())? else {
+        return Ok(None);
+    };
+    let Some(running) = plan.start(delivery, &before) else {
+        return Ok(None);
+    };
+    // Read and written in the one writer's transaction: nothing can change the job between.
+    let written = store::update(
+        conn,
+        &before,
+        &running,
+        None,
+        &Deltas::between(&before, &running),
+    )?;
+    Ok(written.then_some(Started { before, running }))
 }

@@ -216,6 +216,42 @@ impl SqliteQueue {
     }
 }
 
+impl SqliteQueue {
+    /// What [`Queue::receive`] writes, for a transaction that writes more.
+    pub(crate) fn receive_of(&self, max: usize, visibility: Duration) -> ReceiveStep {
+        ReceiveStep {
+            queue: Arc::clone(&self.name),
+            max: max.min(MAX_RECEIVE),
+            visibility,
+            max_receive_count: self.max_receive_count,
+            now: self.clock.now(),
+        }
+    }
+}
+
+/// A receive of up to `max` visible messages, as of `now`.
+#[derive(Debug)]
+pub(crate) struct ReceiveStep {
+    queue: Arc<str>,
+    max: usize,
+    visibility: Duration,
+    max_receive_count: u32,
+    now: Timestamp,
+}
+
+impl ReceiveStep {
+    pub(crate) fn run(&self, conn: &mut Connection) -> Result<Vec<Delivery>, DbError> {
+        receive(
+            conn,
+            &self.queue,
+            self.max,
+            self.visibility,
+            self.max_receive_count,
+            self.now,
+        )
+    }
+}
+
 /// A received message's delete, or its new visibility: a statement on `queue_messages` by
 /// receipt. A receipt that names no message any more changes nothing.
 #[derive(Debug)]
@@ -484,15 +520,8 @@ impl Queue for SqliteQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let max = max.min(MAX_RECEIVE);
-        let queue = Arc::clone(&self.name);
-        let now = self.clock.now();
-        let max_receive_count = self.max_receive_count;
-        self.db
-            .call("receive messages", move |c| {
-                receive(c, &queue, max, visibility, max_receive_count, now)
-            })
-            .await
+        let step = self.receive_of(max, visibility);
+        self.db.call("receive messages", move |c| step.run(c)).await
     }
 
     async fn delete(&self, receipt: &Receipt) -> Result<(), PortError> {

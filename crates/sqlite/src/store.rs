@@ -113,7 +113,7 @@ fn apply_deltas(tx: &Connection, owner: &Owner, deltas: &Deltas) -> Result<(), D
     Ok(())
 }
 
-fn select_job(conn: &Connection, owner: &str, id: &str) -> Result<Option<Job>, DbError> {
+pub(crate) fn select_job(conn: &Connection, owner: &str, id: &str) -> Result<Option<Job>, DbError> {
     conn.prepare_cached(SELECT_JOB)?
         .query_row(params![id, owner], |row| row.get::<_, String>(0))
         .optional()?

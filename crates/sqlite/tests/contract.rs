@@ -734,14 +734,13 @@ async fn an_outcome_whose_message_step_fails_is_not_written_either() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_on_the_outbox_writes_each_outcome_with_its_message_step_in_one_write() {
+async fn a_worker_on_the_outbox_starts_in_its_receive_and_settles_in_its_outcome_write() {
     let (_dir, db) = fresh_db();
     let time = ManualTime::new();
     let settings = Settings::default();
     let backend = SqliteBackend::on(db.clone(), &settings, time.clock()).expect("backend");
     let registry = ackflow_core::Registry::new().with(ackflow_processors::demo::Demo::new());
     let app = backend.ackflow(registry, time.clock(), settings.clone());
-    let visibility = settings.visibility_timeout;
     let owner = ackflow_core::Owner::anonymous();
     for (input, settled, state) in [
         (
@@ -766,19 +765,22 @@ async fn a_worker_on_the_outbox_writes_each_outcome_with_its_message_step_in_one
             })
             .await
             .expect("accepted");
-        let delivery = backend
-            .queue
-            .receive(1, visibility)
+        let before = db.write_stats();
+        let received = app
+            .receive(10)
             .await
             .expect("receive")
             .pop()
             .expect("its message");
-        let before = db.write_stats();
-        assert_eq!(app.work(&delivery).await.expect("settled"), settled);
+        assert!(
+            received.started.is_some(),
+            "the receive started the attempt"
+        );
+        assert_eq!(app.work(&received).await.expect("settled"), settled);
         let writes = db.write_stats().requests - before.requests;
         assert_eq!(
             writes, 2,
-            "the start, then the outcome with its message's step"
+            "the receive with the start, then the outcome with its message's step"
         );
         let job = app
             .status(&owner, accepted.job.id)

@@ -16,8 +16,9 @@ use super::write::{TransitionError, CAS_ROUNDS};
 use super::Ackflow;
 use crate::job::attributes;
 use crate::{
-    error_chain, panic_message, telemetry, Change, Delivery, Envelope, Job, JobContext, JobId,
-    JobState, Owner, PortError, Problem, ProcessError, QueueStep, Receipt, Timestamp,
+    error_chain, panic_message, telemetry, Change, Clock, Delivery, Envelope, Job, JobContext,
+    JobId, JobState, Owner, PortError, Problem, ProcessError, QueueStep, Receipt, Settings,
+    StartPlan, Started, Timestamp,
 };
 
 /// What to do with a delivery after handling it.
@@ -49,18 +50,20 @@ impl Ackflow {
         delivery: &Delivery,
         finish_by: Option<Timestamp>,
     ) -> Disposition {
-        self.handle_delivery(delivery, finish_by, None)
+        self.handle_delivery(delivery, finish_by, None, None)
             .await
             .disposition
     }
 
     /// The body of [`Ackflow::handle_by`]. With `settle_with`, an attempt's outcome is written
-    /// together with its delivery's queue step (through the outbox), and the answer says so.
+    /// together with its delivery's queue step (through the outbox), and the answer says so;
+    /// `started` is the attempt the receive already started.
     pub(super) async fn handle_delivery(
         &self,
         delivery: &Delivery,
         finish_by: Option<Timestamp>,
         settle_with: Option<&Receipt>,
+        started: Option<Started>,
     ) -> Handled {
         let envelope = match decode::envelope(delivery) {
             Ok(envelope) => envelope,
@@ -87,7 +90,7 @@ impl Ackflow {
         }
         debug!(parent: &span, message_id = %delivery.message_id, receive_count = delivery.receive_count, "delivery received");
         match self
-            .handle_envelope(&envelope, finish_by, settle_with)
+            .handle_envelope(&envelope, finish_by, settle_with, started)
             .instrument(span)
             .await
         {
@@ -151,7 +154,16 @@ impl Ackflow {
         envelope: &Envelope,
         finish_by: Option<Timestamp>,
         settle_with: Option<&Receipt>,
+        started: Option<Started>,
     ) -> Result<Handled, PortError> {
+        if let Some(Started { before, running }) = started {
+            // The receive's transaction wrote the start (on one machine, through the outbox).
+            telemetry::transition(&before, &running);
+            let span = tracing::Span::current();
+            span.record("kind", running.kind.as_str());
+            span.record("attempt", running.attempts);
+            return self.run_attempt(running, settle_with).await;
+        }
         for _ in 0..CAS_ROUNDS {
             let Some(job) = self.store.get(&envelope.owner, envelope.job).await? else {
                 info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
@@ -160,44 +172,21 @@ impl Ackflow {
             let span = tracing::Span::current();
             span.record("kind", job.kind.as_str());
             span.record("attempt", job.attempts);
-            if envelope.generation != job.generation {
-                debug!(job_id = %job.id, "message of another generation; dropping it");
-                return Ok(Disposition::Delete.into());
-            }
             let now = self.clock.now();
-            match job.state {
-                s if s.is_terminal() => return Ok(Disposition::Delete.into()),
-                JobState::Running if !job.lease_expired(now) => {
-                    // A duplicate while an attempt holds the job: come back when its lease ends,
-                    // in case that attempt dies.
-                    let left = job
-                        .running_until
-                        .map_or(Duration::ZERO, |until| until.since(now));
+            match next_step(&self.settings, envelope, &job, now, finish_by) {
+                Next::Drop => {
+                    debug!(job_id = %job.id, state = %job.state.as_str(), generation = job.generation, "message of an ended job or of another generation; dropping it");
+                    return Ok(Disposition::Delete.into());
+                }
+                Next::AfterTheLease(left) => {
                     return Ok(Disposition::RetryAfter(left + Duration::from_millis(100)).into());
                 }
-                _ => {}
-            }
-            if now.plus(self.settings.lease()) > job.deadline {
-                // Starting now could outlive the deadline: end it instead, so that a running
-                // attempt never races the sweeper.
-                return self
-                    .finish_with(&job, Change::Fail(Problem::deadline_exceeded()))
-                    .await
-                    .map(Into::into);
-            }
-            if job.attempts >= job.max_attempts {
-                // The last attempt died without recording its outcome (crash or lost write).
-                return self
-                    .finish_with(
-                        &job,
-                        Change::Fail(Problem::attempts_exhausted(job.attempts)),
-                    )
-                    .await
-                    .map(Into::into);
-            }
-            if finish_by.is_some_and(|by| now.plus(self.settings.lease()) > by) {
-                info!(job_id = %job.id, "too little time left here for an attempt; the message goes back at once");
-                return Ok(Disposition::RetryAfter(Duration::ZERO).into());
+                Next::End(change) => return self.finish_with(&job, change).await.map(Into::into),
+                Next::TooLittleTime => {
+                    info!(job_id = %job.id, "too little time left here for an attempt; the message goes back at once");
+                    return Ok(Disposition::RetryAfter(Duration::ZERO).into());
+                }
+                Next::Start => {}
             }
             match self.write(&job, Change::Start, None).await {
                 Ok(running) => {
@@ -398,6 +387,81 @@ impl Ackflow {
 fn outcome_retry_delay(n: u32) -> Duration {
     let cap_ms = 100u64 << n.min(4);
     Duration::from_millis(fastrand::u64(cap_ms / 2..=cap_ms))
+}
+
+/// What a delivery does with its job, decided from the job as read.
+enum Next {
+    /// The job ended, or the message is of another generation: the message is done.
+    Drop,
+    /// A duplicate while an attempt holds the job: come back when its lease (this much) ends,
+    /// in case that attempt dies.
+    AfterTheLease(Duration),
+    /// End the job with this change instead of starting it.
+    End(Change),
+    /// The worker's own time ends before an attempt's lease would.
+    TooLittleTime,
+    /// Start an attempt.
+    Start,
+}
+
+fn next_step(
+    settings: &Settings,
+    envelope: &Envelope,
+    job: &Job,
+    now: Timestamp,
+    finish_by: Option<Timestamp>,
+) -> Next {
+    if envelope.generation != job.generation || job.state.is_terminal() {
+        return Next::Drop;
+    }
+    if job.state == JobState::Running && !job.lease_expired(now) {
+        let left = job
+            .running_until
+            .map_or(Duration::ZERO, |until| until.since(now));
+        return Next::AfterTheLease(left);
+    }
+    if now.plus(settings.lease()) > job.deadline {
+        // Starting now could outlive the deadline: end it instead, so that a running attempt
+        // never races the sweeper.
+        return Next::End(Change::Fail(Problem::deadline_exceeded()));
+    }
+    if job.attempts >= job.max_attempts {
+        // The last attempt died without recording its outcome (crash or lost write).
+        return Next::End(Change::Fail(Problem::attempts_exhausted(job.attempts)));
+    }
+    if finish_by.is_some_and(|by| now.plus(settings.lease()) > by) {
+        return Next::TooLittleTime;
+    }
+    Next::Start
+}
+
+/// The core's start decision for an adapter's receive transaction
+/// ([`crate::Outbox::receive_and_start`]): the same [`next_step`] the worker takes after reading
+/// the job itself.
+#[derive(Debug)]
+pub(super) struct AttemptStarts {
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) settings: Settings,
+}
+
+impl StartPlan for AttemptStarts {
+    fn job_of(&self, delivery: &Delivery) -> Option<(Owner, JobId)> {
+        decode::envelope(delivery)
+            .ok()
+            .map(|envelope| (envelope.owner, envelope.job))
+    }
+
+    fn start(&self, delivery: &Delivery, job: &Job) -> Option<Job> {
+        let envelope = decode::envelope(delivery).ok()?;
+        if envelope.job != job.id || envelope.owner != job.owner {
+            return None;
+        }
+        let now = self.clock.now();
+        match next_step(&self.settings, &envelope, job, now, None) {
+            Next::Start => job.apply(Change::Start, now, &self.settings).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// A delivery handled: what to do with it, and whether that is already done.

@@ -2,7 +2,8 @@
 //! list, report, sweep, and the operator's dead-letter cases. Both runtimes call exactly these;
 //! they differ only in their ports.
 //!
-//! One module per use case (`accept`, `handle` and `settle` for the worker's path, `status`,
+//! One module per use case (`accept`, `handle` and `settle` for the worker's path, `work` for
+//! a worker that drives its own queue, `status`,
 //! `cancel`, `list`, `report`, `sweep`, [`dlq`]); this one holds what they share: the
 //! [`Ackflow`] hub and the error of reading or changing a job. Every change to a job goes
 //! through one fenced write (`write`).
@@ -24,6 +25,7 @@ mod report;
 mod settle;
 mod status;
 mod sweep;
+mod work;
 mod write;
 
 pub use accept::{AcceptError, Accepted, Recorded, Submission};

@@ -2,7 +2,6 @@
 //! decided. Both runtimes settle here; they differ only in who deletes a message the worker is
 //! done with ([`Deleter`]).
 
-use super::handle::Handled;
 use super::{Ackflow, Disposition};
 use crate::{Delivery, PortError};
 
@@ -61,25 +60,5 @@ impl Ackflow {
                 Ok(Settled::Done)
             }
         }
-    }
-
-    /// Handles `delivery` and settles it, for a runtime that drives its own queue
-    /// ([`Deleter::Worker`]). With an outbox, an attempt's outcome and the message's delete or
-    /// delay are one transaction: a crash between the two cannot leave a finished job's message
-    /// to be received again, and the worker makes one write where it made two.
-    pub async fn work(&self, delivery: &Delivery) -> Result<Settled, PortError> {
-        let Handled {
-            disposition,
-            settled,
-        } = self
-            .handle_delivery(delivery, None, Some(&delivery.receipt))
-            .await;
-        if !settled {
-            return self.settle(delivery, disposition, Deleter::Worker).await;
-        }
-        Ok(match disposition {
-            Disposition::RetryAfter(_) => Settled::ComesBack,
-            Disposition::Delete | Disposition::DeadLetter => Settled::Done,
-        })
     }
 }
