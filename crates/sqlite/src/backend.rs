@@ -38,11 +38,13 @@ impl SqliteBackend {
         Self::on(Db::open(path, durability)?, settings, clock)
     }
 
-    /// The store and the job queue over an open `db`.
+    /// The store and the job queue over an open `db`. The store keeps the counters of
+    /// `settings`' report window, so [`SqliteBackend::ackflow`] is to be given the same settings.
     pub fn on(db: Db, settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, PortError> {
         let queue = SqliteQueue::new(db.clone(), QUEUE_NAME, settings.max_receive_count(), clock)?;
+        let store = SqliteStore::new(db.clone()).with_report_window(settings.report_window);
         Ok(Self {
-            store: Arc::new(SqliteStore::new(db.clone())),
+            store: Arc::new(store),
             queue: Arc::new(queue),
             db,
         })

@@ -13,6 +13,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use crate::schema::MIGRATIONS;
+use crate::upkeep::{self, Upkeep};
 
 /// How hard a commit tries to reach the disk.
 ///
@@ -104,6 +105,11 @@ const READERS: usize = 4;
 ///
 /// Both run SQLite off the async worker threads (the writer on its own thread, reads on tokio's
 /// blocking pool): SQLite calls block on disk I/O and on fsync.
+///
+/// Between batches the writer also keeps the write-ahead log bounded and the planner's
+/// statistics fresh (see the `upkeep` module): under sustained load the readers' snapshots can
+/// keep SQLite's own checkpoints from letting the log start over, and the log file never
+/// shrinks by itself.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
@@ -124,6 +130,7 @@ struct Inner {
 struct WriteCounts {
     batches: AtomicU64,
     requests: AtomicU64,
+    wal_peak_bytes: AtomicU64,
 }
 
 /// What the writer has done since the file was opened.
@@ -133,6 +140,9 @@ pub struct WriteStats {
     pub batches: u64,
     /// Write requests run in them.
     pub requests: u64,
+    /// The largest the write-ahead log file (`<db>-wal`) has been, in bytes, as seen by the
+    /// writer after each batch (the log only grows during one).
+    pub wal_peak_bytes: u64,
 }
 
 impl fmt::Debug for Db {
@@ -214,6 +224,7 @@ impl Db {
             MigrateError::Sql(e) => open_error("migrating the schema failed")(e),
             MigrateError::Newer(e) => PortError::failed("open the database", e),
         })?;
+        upkeep::prepare(&conn).map_err(open_error("limiting the write-ahead log failed"))?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader = connect(path)?;
@@ -225,9 +236,10 @@ impl Db {
         let (writer, requests) = mpsc::channel();
         let written = Arc::new(WriteCounts::default());
         let counts = Arc::clone(&written);
+        let upkeep = Upkeep::new(path, BUSY_TIMEOUT);
         std::thread::Builder::new()
             .name("ackflow-sqlite-writer".into())
-            .spawn(move || write_batches(conn, &requests, &counts))
+            .spawn(move || write_batches(conn, &requests, &counts, upkeep))
             .map_err(|e| PortError::failed("open the database", e))?;
         Ok(Db {
             inner: Arc::new(Inner {
@@ -245,17 +257,21 @@ impl Db {
         &self.inner.path
     }
 
-    /// How many batches and write requests the writer has committed (or tried to).
+    /// How many batches and write requests the writer has committed (or tried to), and the
+    /// write-ahead log's peak size.
     pub fn write_stats(&self) -> WriteStats {
+        let written = &self.inner.written;
         WriteStats {
-            batches: self.inner.written.batches.load(Ordering::Relaxed),
-            requests: self.inner.written.requests.load(Ordering::Relaxed),
+            batches: written.batches.load(Ordering::Relaxed),
+            requests: written.requests.load(Ordering::Relaxed),
+            wal_peak_bytes: written.wal_peak_bytes.load(Ordering::Relaxed),
         }
     }
 
     /// How SQLite would answer `sql` (`EXPLAIN QUERY PLAN`, one line per step), its parameters
-    /// bound to NULL: the plan does not depend on the values, as no `ANALYZE` statistics are
-    /// kept. For the tests that hold every hot statement to an index.
+    /// bound to NULL. The plan does not depend on the values on a file without statistics, as
+    /// the tests' fresh files are: `PRAGMA optimize` analyzes only tables that hold rows. For
+    /// the tests that hold every hot statement to an index.
     pub fn query_plan(&self, sql: &str) -> Result<String, PortError> {
         let sql = format!("EXPLAIN QUERY PLAN {sql}");
         self.read_blocking("explain a query", move |c| {
@@ -446,9 +462,15 @@ impl BatchError {
 }
 
 /// The writer thread: takes the requests that are waiting, runs them in one transaction and
-/// answers them after its commit, until every `Db` is dropped.
-fn write_batches(mut conn: Connection, requests: &mpsc::Receiver<Request>, counts: &WriteCounts) {
-    while let Ok(first) = requests.recv() {
+/// answers them after its commit, until every `Db` is dropped. Between batches, and when no
+/// request comes for a while, it does the file's housekeeping.
+fn write_batches(
+    mut conn: Connection,
+    requests: &mpsc::Receiver<Request>,
+    counts: &WriteCounts,
+    mut upkeep: Upkeep,
+) {
+    while let Some(first) = next_request(&conn, requests, &mut upkeep) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -462,6 +484,27 @@ fn write_batches(mut conn: Connection, requests: &mpsc::Receiver<Request>, count
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         write_batch(&mut conn, batch);
+        let wal = upkeep.after_batch(&conn);
+        counts.wal_peak_bytes.fetch_max(wal, Ordering::Relaxed);
+    }
+}
+
+/// Waits for the next request, doing the idle housekeeping if none comes for a while; `None`
+/// once every `Db` is dropped.
+fn next_request(
+    conn: &Connection,
+    requests: &mpsc::Receiver<Request>,
+    upkeep: &mut Upkeep,
+) -> Option<Request> {
+    loop {
+        let Some(idle) = upkeep.idle_after() else {
+            return requests.recv().ok();
+        };
+        match requests.recv_timeout(idle) {
+            Ok(request) => return Some(request),
+            Err(mpsc::RecvTimeoutError::Timeout) => upkeep.when_idle(conn),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
     }
 }
 

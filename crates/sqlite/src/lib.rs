@@ -9,7 +9,8 @@
 //! - [`SqliteBackend`]: the one way to open ackflow on a file — the store and the job queue over
 //!   one [`Db`], and the [`ackflow_core::Ackflow`] use cases over them.
 //! - [`Db`]: the file — WAL mode, pragmas, schema migrations (`PRAGMA user_version`), the one
-//!   writer that commits the waiting writes together (group commit), and the read-only
+//!   writer that commits the waiting writes together (group commit) and between batches keeps
+//!   the write-ahead log bounded and the planner's statistics fresh, and the read-only
 //!   connections reads run on.
 //! - [`SqliteStore`]: the [`ackflow_core::JobStore`] — job header, input, result,
 //!   Idempotency-Keys and the report's aggregates, each change atomic (its own savepoint in the
@@ -35,6 +36,7 @@ mod outbox;
 mod queue;
 mod schema;
 mod store;
+mod upkeep;
 
 #[cfg(test)]
 mod plans;

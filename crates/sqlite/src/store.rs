@@ -1,10 +1,15 @@
 //! [`JobStore`] on SQLite: the job header in `jobs`, input, result and Idempotency-Key apart,
 //! and the report's gauges and counters updated in the same transaction as the job.
+//!
+//! The purge keeps the file from growing with time: it deletes the terminal jobs past their
+//! expiry and, in the same write, the hourly counters the report's window no longer reaches.
+
+use std::time::Duration;
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
     async_trait, Created, Cursor, Figures, IdempotencyRecord, Job, JobId, JobState, JobStore,
-    ListQuery, Owner, Page, PortError, Timestamp, WriteError,
+    ListQuery, Owner, Page, PortError, Settings, Timestamp, WriteError,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -18,12 +23,28 @@ const MAX_PAGE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// The report's window ([`Settings::report_window`]): the purge deletes the counters of the
+    /// hours before it.
+    report_window: Duration,
 }
 
 impl SqliteStore {
-    /// The store in `db`.
+    /// The store in `db`, for a report over the default [`Settings::report_window`].
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            report_window: Settings::default().report_window,
+        }
+    }
+
+    /// The same store for a report over `window` (the use cases' [`Settings::report_window`]):
+    /// the purge keeps every counter such a report sums.
+    #[must_use]
+    pub fn with_report_window(self, window: Duration) -> Self {
+        Self {
+            report_window: window,
+            ..self
+        }
     }
 }
 
@@ -52,6 +73,9 @@ pub(crate) const DUE_FOR_SWEEP: &str = "SELECT header FROM jobs \
 /// foreign keys are on for every connection [`Db::open`] makes.
 pub(crate) const PURGE_EXPIRED: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
     WHERE expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
+/// The counters of every owner's hours before `?1`, oldest first, at most `?2` rows.
+pub(crate) const PRUNE_COUNTERS: &str = "DELETE FROM counters WHERE (owner, hour, name) IN \
+    (SELECT owner, hour, name FROM counters WHERE hour < ?1 ORDER BY hour LIMIT ?2)";
 
 /// The listing query for a combination of filters: `?1` owner, `?2` state, `?3` kind,
 /// `?4`/`?5` the cursor's time and id, `?6` the row limit.
@@ -323,12 +347,39 @@ fn due_for_sweep(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<
     rows.map(|header| read_job(&header?)).collect()
 }
 
-fn purge_expired(conn: &mut Connection, now: Timestamp, limit: usize) -> Result<u64, DbError> {
+/// The first hour whose counters the purge at `now` keeps, for a report over `window`.
+///
+/// The report sums the hours from the one holding `now - window` on; the hour before it is kept
+/// as well, so that a report whose `now` is a little behind the purge's (it started just before
+/// the sweep, or its clock is behind) still finds every hour it sums.
+fn oldest_counted_hour(now: Timestamp, window: Duration) -> Timestamp {
+    let first_read = Deltas::hour_of(now.minus(window));
+    Deltas::hour_of(first_read.minus(Duration::from_millis(1)))
+}
+
+/// Deletes at most `limit` expired jobs and at most `limit` counter rows older than
+/// [`oldest_counted_hour`], in one savepoint; returns the number of jobs.
+fn purge_expired(
+    conn: &mut Connection,
+    now: Timestamp,
+    report_window: Duration,
+    limit: usize,
+) -> Result<u64, DbError> {
     let tx = write_tx(conn)?;
     let purged = tx
         .prepare_cached(PURGE_EXPIRED)?
         .execute(params![now.as_millis(), sql_limit(limit)])?;
+    let pruned = tx.prepare_cached(PRUNE_COUNTERS)?.execute(params![
+        oldest_counted_hour(now, report_window).as_millis(),
+        sql_limit(limit)
+    ])?;
     tx.commit()?;
+    if pruned > 0 {
+        tracing::debug!(
+            counters = pruned,
+            "purged counters older than the report's window"
+        );
+    }
     Ok(u64::try_from(purged).unwrap_or(u64::MAX))
 }
 
@@ -426,8 +477,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn purge_expired(&self, now: Timestamp, limit: usize) -> Result<u64, PortError> {
+        let window = self.report_window;
         self.db
-            .call("purge expired jobs", move |c| purge_expired(c, now, limit))
+            .call("purge expired jobs", move |c| {
+                purge_expired(c, now, window, limit)
+            })
             .await
     }
 }
