@@ -33,8 +33,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub tokens: String,
-    /// Jobs processed at once.
-    #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 16)]
+    /// Jobs processed at once. Each waits mostly on its own writes, so more than the cores keep the
+    /// worker busy; a processor with heavy CPU work belongs on a blocking thread.
+    #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
     /// `normal`: a commit survives a crash of the process (kill -9); `full`: also a power loss (fsync per commit).
     #[arg(long, env = "ACKFLOW_DURABILITY", default_value = "normal")]
