@@ -252,7 +252,7 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 ///
 /// Without it (AWS: DynamoDB and SQS share no transaction) the core writes the store first and
 /// then sends, and handles a send that fails or times out after the write. With it, a job is
-/// recorded if and only if its message is on the queue, so that failure path cannot occur.
+/// never left open without its message, so that failure path cannot occur.
 #[async_trait]
 pub trait Outbox: Send + Sync + std::fmt::Debug {
     /// [`JobStore::create`], and when it creates the job (not when it returns an existing one),

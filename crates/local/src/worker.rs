@@ -48,11 +48,10 @@ pub async fn run(
             }
             continue;
         }
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            batch = app.receive(free) => batch,
-        };
-        let batch = match batch {
+        // Not raced against shutdown: the receive is short, and once its transaction has started
+        // attempts, dropping it would leave jobs running with nobody to run them until their
+        // leases end, each having spent an attempt.
+        let batch = match app.receive(free).await {
             Ok(batch) => batch,
             Err(e) => {
                 warn!(error = %error_chain(&e), "queue unavailable; retrying");

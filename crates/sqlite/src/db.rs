@@ -93,7 +93,8 @@ const READERS: usize = 4;
 ///   only writing connection. It takes whatever requests are waiting (up to [`MAX_BATCH`]),
 ///   runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE` transaction, and commits
 ///   them together: one commit, and with [`Durability::Full`] one fsync, for the whole batch.
-///   A request that fails rolls back to its savepoint and fails alone; an answer is given only
+///   A request that fails rolls back to its savepoint and fails alone (unless the error ends
+///   the whole transaction, as a full disk does: then the batch fails); an answer is given only
 ///   once the batch holding it has committed. Nothing waits for a batch to fill: an idle
 ///   writer commits the first request at once, and batches form only because requests arrive
 ///   while the previous commit runs. SQLite lets one writer in at a time whatever we do, so

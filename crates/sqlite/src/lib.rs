@@ -16,7 +16,7 @@
 //!   Idempotency-Keys and the report's aggregates, each change atomic (its own savepoint in the
 //!   writer's batch).
 //! - [`SqliteOutbox`]: the [`ackflow_core::Outbox`] — a new job and its message in one
-//!   transaction, so a job is recorded if and only if it is queued.
+//!   transaction, so an accepted job is never left open without its message.
 //! - [`SqliteQueue`]: the [`ackflow_core::Queue`] with SQS semantics (visibility timeouts,
 //!   receipts, receive counts, a dead-letter table), plus [`SqliteQueue::wait_for_work`] so a
 //!   worker loop sleeps instead of polling.

@@ -109,7 +109,14 @@ impl Outbox for SqliteOutbox {
                 let deliveries = receive.run(c)?;
                 let mut received = Vec::with_capacity(deliveries.len());
                 for delivery in deliveries {
-                    let started = start(c, plan.as_ref(), &delivery)?;
+                    // One job that cannot be read or started (a row written by another version)
+                    // must not hold up the whole receive: its delivery goes to the worker
+                    // unstarted, whose own path retries it and in the end dead-letters it.
+                    // A failed start has written nothing: its update's savepoint rolled back.
+                    let started = start(c, plan.as_ref(), &delivery).unwrap_or_else(|e| {
+                        tracing::warn!(message_id = %delivery.message_id, error = %ackflow_core::error_chain(&e), "could not start an attempt in the receive; the worker will decide");
+                        None
+                    });
                     received.push(Received { delivery, started });
                 }
                 Ok(received)
