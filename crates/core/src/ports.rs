@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::report::Deltas;
-use crate::{IdempotencyKey, Job, JobId, JobState, Kind, Owner, Timestamp};
+use crate::{Envelope, IdempotencyKey, Job, JobId, JobState, Kind, Owner, Timestamp};
 
 /// Why a port call failed. Adapters keep their SDK or SQLite error as the source and say once,
 /// here, whether trying again may help.
@@ -294,12 +294,12 @@ pub trait Outbox: Send + Sync + std::fmt::Debug {
 /// The core's decision, run inside an adapter's receive transaction, of which received
 /// messages start an attempt now ([`Outbox::receive_and_start`]).
 pub trait StartPlan: Send + Sync {
-    /// The job `delivery` is for, if its message can be read.
-    fn job_of(&self, delivery: &Delivery) -> Option<(Owner, JobId)>;
+    /// The envelope of `delivery`, naming its job, if its message can be read.
+    fn envelope_of(&self, delivery: &Delivery) -> Option<Envelope>;
 
-    /// The running job to write over `job` (as read in the transaction), if `delivery` starts
-    /// an attempt of it now.
-    fn start(&self, delivery: &Delivery, job: &Job) -> Option<Job>;
+    /// The running job to write over `job` (the one `envelope` names, as read in the
+    /// transaction), if its message starts an attempt of it now.
+    fn start(&self, envelope: &Envelope, job: &Job) -> Option<Job>;
 }
 
 /// A received message, with the attempt its receive started, if it started one.

@@ -69,16 +69,11 @@ impl Outbox for SqliteOutbox {
     ) -> Result<(), WriteError> {
         let step = self.queue.step_of(receipt, step);
         let makes_visible = step.makes_visible();
-        let (before, after, result, deltas) = (
-            before.clone(),
-            after.clone(),
-            result.cloned(),
-            deltas.clone(),
-        );
+        let update = store::JobUpdate::of(before, after, result, deltas);
         let written = self
             .db
             .call("write an outcome and settle its message", move |c| {
-                let written = store::update(c, &before, &after, result.as_ref(), &deltas)?;
+                let written = update.write(c)?;
                 if written {
                     step.apply(c)?;
                 }
@@ -131,13 +126,14 @@ fn start(
     plan: &dyn StartPlan,
     delivery: &ackflow_core::Delivery,
 ) -> Result<Option<Started>, crate::DbError> {
-    let Some((owner, id)) = plan.job_of(delivery) else {
+    let Some(envelope) = plan.envelope_of(delivery) else {
         return Ok(None);
     };
-    let Some(before) = store::select_job(conn, owner.as_str(), &id.to_string())? else {
+    let Some(before) = store::select_job(conn, envelope.owner.as_str(), &envelope.job.to_string())?
+    else {
         return Ok(None);
     };
-    let Some(running) = plan.start(delivery, &before) else {
+    let Some(running) = plan.start(&envelope, &before) else {
         return Ok(None);
     };
     // Read and written in the one writer's transaction: nothing can change the job between.

@@ -214,6 +214,37 @@ pub(crate) fn create(
 }
 
 /// `Ok(false)`: the stored job is not at `before.revision` (or does not exist).
+/// [`JobStore::update`]'s arguments, owned, for a write request that runs on the writer's thread.
+#[derive(Debug)]
+pub(crate) struct JobUpdate {
+    before: Job,
+    after: Job,
+    result: Option<Value>,
+    deltas: Deltas,
+}
+
+impl JobUpdate {
+    pub(crate) fn of(before: &Job, after: &Job, result: Option<&Value>, deltas: &Deltas) -> Self {
+        Self {
+            before: before.clone(),
+            after: after.clone(),
+            result: result.cloned(),
+            deltas: deltas.clone(),
+        }
+    }
+
+    /// Whether the job was written: `false` when its stored revision is not `before`'s.
+    pub(crate) fn write(&self, conn: &mut Connection) -> Result<bool, DbError> {
+        update(
+            conn,
+            &self.before,
+            &self.after,
+            self.result.as_ref(),
+            &self.deltas,
+        )
+    }
+}
+
 pub(crate) fn update(
     conn: &mut Connection,
     before: &Job,
@@ -433,17 +464,10 @@ impl JobStore for SqliteStore {
         result: Option<&Value>,
         deltas: &Deltas,
     ) -> Result<(), WriteError> {
-        let (before, after, result, deltas) = (
-            before.clone(),
-            after.clone(),
-            result.cloned(),
-            deltas.clone(),
-        );
+        let update = JobUpdate::of(before, after, result, deltas);
         let written = self
             .db
-            .call("update a job", move |c| {
-                update(c, &before, &after, result.as_ref(), &deltas)
-            })
+            .call("update a job", move |c| update.write(c))
             .await?;
         if written {
             Ok(())

@@ -310,7 +310,7 @@ impl Ackflow {
             }
         };
         let settle = settle_with
-            .filter(|_| self.can_settle_with_outcome())
+            .filter(|_| self.outbox.is_some())
             .and_then(|receipt| Some((receipt, disposition.queue_step()?)));
         match self
             .write_outcome(&current, change, result.as_ref(), settle)
@@ -445,19 +445,16 @@ pub(super) struct AttemptStarts {
 }
 
 impl StartPlan for AttemptStarts {
-    fn job_of(&self, delivery: &Delivery) -> Option<(Owner, JobId)> {
-        decode::envelope(delivery)
-            .ok()
-            .map(|envelope| (envelope.owner, envelope.job))
+    fn envelope_of(&self, delivery: &Delivery) -> Option<Envelope> {
+        decode::envelope(delivery).ok()
     }
 
-    fn start(&self, delivery: &Delivery, job: &Job) -> Option<Job> {
-        let envelope = decode::envelope(delivery).ok()?;
+    fn start(&self, envelope: &Envelope, job: &Job) -> Option<Job> {
         if envelope.job != job.id || envelope.owner != job.owner {
             return None;
         }
         let now = self.clock.now();
-        match next_step(&self.settings, &envelope, job, now, None) {
+        match next_step(&self.settings, envelope, job, now, None) {
             Next::Start => job.apply(Change::Start, now, &self.settings).ok(),
             _ => None,
         }

@@ -53,7 +53,7 @@ impl Ackflow {
 
     /// [`Ackflow::write_prepared`], and with `settle` and an outbox, the delivery's queue step in
     /// the same transaction. Without an outbox the step is left to the caller, who settles the
-    /// delivery after the write as on AWS; [`Ackflow::can_settle_with_outcome`] says which.
+    /// delivery after the write as on AWS.
     pub(super) async fn write_settling(
         &self,
         job: &Job,
@@ -90,11 +90,6 @@ impl Ackflow {
             }
             Err(WriteError::Port(e)) => Err(TransitionError::Port(e)),
         }
-    }
-
-    /// Whether an outcome's write can carry its delivery's queue step ([`Ackflow::write_settling`]).
-    pub(super) fn can_settle_with_outcome(&self) -> bool {
-        self.outbox.is_some()
     }
 }
 
