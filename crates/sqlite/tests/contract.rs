@@ -461,6 +461,22 @@ fn outbox_world() -> OutboxWorld {
     }
 }
 
+/// Makes every `statement` (INSERT, DELETE) on the queue's messages fail, until the trigger
+/// `refuse` is dropped.
+async fn refuse_on_queue(world: &OutboxWorld, statement: &'static str) {
+    world
+        .db
+        .call("refuse a queue statement", move |c| {
+            c.execute_batch(&format!(
+                "CREATE TRIGGER refuse BEFORE {statement} ON queue_messages \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            ))?;
+            Ok(())
+        })
+        .await
+        .expect("trigger");
+}
+
 fn keyed_job(world: &OutboxWorld, key: &str) -> (Job, IdempotencyRecord) {
     let key = ackflow_core::IdempotencyKey::parse(key).expect("key");
     let job = Job::new(
@@ -530,17 +546,7 @@ async fn the_outbox_records_a_new_job_with_its_message_and_a_replay_with_none() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_message_cannot_be_written_is_not_recorded_either() {
     let world = outbox_world();
-    world
-        .db
-        .call("refuse messages", |c| {
-            c.execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON queue_messages \
-                 BEGIN SELECT RAISE(ABORT, 'no messages today'); END",
-            )?;
-            Ok(())
-        })
-        .await
-        .expect("trigger");
+    refuse_on_queue(&world, "INSERT").await;
     let (job, key) = keyed_job(&world, "k-2");
     world
         .outbox
@@ -698,17 +704,7 @@ async fn an_outcome_whose_message_step_fails_is_not_written_either() {
     let world = outbox_world();
     let owner = ackflow_core::Owner::anonymous();
     let (running, delivery) = started(&world, "stuck").await;
-    world
-        .db
-        .call("refuse deletes", |c| {
-            c.execute_batch(
-                "CREATE TRIGGER refuse BEFORE DELETE ON queue_messages \
-                 BEGIN SELECT RAISE(ABORT, 'no deletes today'); END",
-            )?;
-            Ok(())
-        })
-        .await
-        .expect("trigger");
+    refuse_on_queue(&world, "DELETE").await;
     settle_with_outcome(
         &world,
         &running,
