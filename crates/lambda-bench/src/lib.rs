@@ -3,7 +3,8 @@
 //! What `infra/scripts/bench-lambda` measures the Lambda functions with: a stub of
 //! the [Lambda Runtime API] ([`runtime_api`]) that the `runtime-stub` binary serves on
 //! 127.0.0.1 while it execs one function binary, and the measuring helpers it uses
-//! ([`process_cpu`], [`percentile`], [`check_response`]). The `hello` binary is the
+//! ([`process_cpu`], [`percentile`], [`check_response`], and [`tally`], the proxy that counts
+//! the AWS calls a function makes and their DynamoDB capacity units). The `hello` binary is the
 //! hello-world baseline.
 //!
 //! A separate crate rather than examples of `ackflow-lambda`: its binaries are built in the
@@ -16,6 +17,7 @@
 //! [Lambda Runtime API]: https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html
 
 pub mod runtime_api;
+pub mod tally;
 
 use std::time::Duration;
 

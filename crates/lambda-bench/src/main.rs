@@ -20,8 +20,10 @@
 //!    (`--moto-pid`) from /proc just before and after those N.
 //! 3. Checks every answer (`api` 202, `status` 200, `worker` no batch item failure) and prints
 //!    one line: `stub: function=NAME init_ms=… init_cpu_ms=… first_ms=… warm_p50_ms=…
-//!    warm_p90_ms=… cpu_us=… moto_cpu_us=… n=N` (`init_cpu_ms`: the function's own CPU time
-//!    by its first `next`). Exits non-zero when an answer is wrong, the function
+//!    warm_p90_ms=… cpu_us=… moto_cpu_us=… calls=… wcu=… rcu=… ops=… n=N` (`init_cpu_ms`: the
+//!    function's own CPU time by its first `next`; `calls`, `wcu`, `rcu` and each operation in
+//!    `ops`: per warm invocation, counted by the [`tally`] proxy the function reaches moto
+//!    through). Exits non-zero when an answer is wrong, the function
 //!    reports an error or dies.
 //!
 //! `--panic-check` (worker): the first job is a demo job with `"panic": true`; its invocation
@@ -41,6 +43,7 @@ use ackflow_core::{CorrelationId, Owner};
 use ackflow_lambda::test_support::{sqs_event, SqsRecord};
 use ackflow_lambda::FunctionConfig;
 use ackflow_lambda_bench::runtime_api::{Invocation, RuntimeApi, Seen};
+use ackflow_lambda_bench::tally::{self, Counts};
 use ackflow_lambda_bench::{check_response, percentile, process_cpu, Target};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
@@ -347,6 +350,15 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     let ticks = clock_ticks()?;
     let mut api = RuntimeApi::start().await?;
     let mut command = Command::new(&args.binary);
+    // The function reaches moto through the counting proxy; this stub's own setup went direct.
+    let tally = match args.target {
+        Target::Hello => None,
+        _ => {
+            let (proxy, tally) = tally::start(moto_addr()?).await?;
+            command.env("AWS_ENDPOINT_URL", format!("http://{proxy}"));
+            Some(tally)
+        }
+    };
     command
         .envs(vars)
         .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
@@ -387,6 +399,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     let mut warm = Vec::with_capacity(plan.len());
     let mut cpu_before = Duration::ZERO;
     let mut moto_before = Duration::ZERO;
+    let mut calls_before = Counts::default();
     for (i, planned) in plan.iter().enumerate() {
         // Hand out each invocation when the function asks for it, as Lambda does.
         let limit = if i == 0 { INIT_LIMIT } else { INVOCATION_LIMIT };
@@ -405,6 +418,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         if i == 1 {
             cpu_before = process_cpu(pid, ticks)?;
             moto_before = moto_cpu(args.moto_pid, ticks)?;
+            calls_before = tally.as_ref().map(|t| t.snapshot()).unwrap_or_default();
         }
         let request_id = format!("00000000-0000-4000-8000-{i:012}");
         let handed = Instant::now();
@@ -443,6 +457,10 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     }
     let cpu = process_cpu(pid, ticks)?.saturating_sub(cpu_before);
     let moto = moto_cpu(args.moto_pid, ticks)?.saturating_sub(moto_before);
+    let calls = tally
+        .as_ref()
+        .map(|t| t.snapshot().since(&calls_before))
+        .unwrap_or_default();
     if let Some(status) = function.0.try_wait()? {
         bail!("the function exited after its last invocation ({status})");
     }
@@ -459,9 +477,23 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     } else {
         "-".to_owned()
     };
+    let per_call = |x: f64| {
+        if n == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", x / n as f64)
+        }
+    };
+    // `dynamodb:PutItem/1.00,sqs:SendMessage/1.00`: each operation per warm invocation.
+    let ops = calls
+        .calls
+        .iter()
+        .map(|(op, count)| format!("{op}/{}", per_call(*count as f64)))
+        .collect::<Vec<_>>()
+        .join(",");
     Ok(format!(
         "stub: function={} init_ms={} init_cpu_ms={} first_ms={} warm_p50_ms={} warm_p90_ms={} cpu_us={} \
-         moto_cpu_us={moto} n={n}",
+         moto_cpu_us={moto} calls={} wcu={} rcu={} ops={} n={n}",
         args.name,
         opt(init),
         opt(init_cpu),
@@ -469,7 +501,24 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         opt(percentile(&warm, 50)),
         opt(percentile(&warm, 90)),
         per(cpu),
+        per_call(calls.total_calls() as f64),
+        per_call(calls.write_units),
+        per_call(calls.read_units),
+        if ops.is_empty() { "-" } else { &ops },
     ))
+}
+
+/// The address of the moto server the SDK is pointed at (`AWS_ENDPOINT_URL`, plain HTTP).
+fn moto_addr() -> Result<std::net::SocketAddr> {
+    let url = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL names moto server")?;
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("AWS_ENDPOINT_URL must be plain http: {url}"))?
+        .trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(host)
+        .with_context(|| format!("AWS_ENDPOINT_URL {url}"))?
+        .next()
+        .ok_or_else(|| anyhow!("AWS_ENDPOINT_URL {url} names no address"))
 }
 
 fn moto_cpu(pid: Option<u32>, ticks: u64) -> Result<Duration> {
