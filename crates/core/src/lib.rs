@@ -43,9 +43,9 @@ pub use job::{
     SCHEMA_VERSION,
 };
 pub use ports::{
-    Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobStore, ListQuery, Outbox,
-    OutgoingMessage, Page, PortError, Queue, QueueDepth, QueueStep, Receipt, Received, StartPlan,
-    Started, WriteError,
+    Created, Cursor, DeadLetter, Delivery, Figures, IdempotencyRecord, JobPart, JobStore,
+    ListQuery, Outbox, OutgoingMessage, Page, PortError, Queue, QueueDepth, QueueStep, Receipt,
+    Received, StartPlan, Started, WriteError,
 };
 pub use problem::{FieldError, Problem};
 pub use processor::{JobContext, ProcessError, Processor, ProgressSink, Registry, Rejection};

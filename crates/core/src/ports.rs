@@ -111,6 +111,15 @@ pub enum Created {
     },
 }
 
+/// A part of a job stored apart from its header ([`JobStore::get_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPart {
+    /// The input it was submitted with.
+    Input,
+    /// The result, once it succeeded.
+    Result,
+}
+
 /// Why a conditional write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -219,6 +228,27 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
 
     /// The result of a succeeded job.
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError>;
+
+    /// The job `id` of `owner` with one of its parts, read together: what an attempt needs
+    /// ([`JobPart::Input`]), or what its owner is shown ([`JobPart::Result`]: `None` until the
+    /// job has one). A backend that keeps a job's items side by side reads them at once (one
+    /// DynamoDB query instead of two reads); the default reads the header and then the part.
+    async fn get_with(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        part: JobPart,
+    ) -> Result<Option<(Job, Option<Value>)>, PortError> {
+        let Some(job) = self.get(owner, id).await? else {
+            return Ok(None);
+        };
+        let value = match part {
+            JobPart::Input => self.input(owner, id).await?,
+            JobPart::Result if job.has_result => self.result(owner, id).await?,
+            JobPart::Result => None,
+        };
+        Ok(Some((job, value)))
+    }
 
     /// Replaces `before` with `after` only if the stored job is still at `before.revision`;
     /// stores `result` beside it when given, and applies `deltas` to the aggregates, all atomically.

@@ -41,8 +41,8 @@ use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::{https_client, AwsBackend, AwsConfig, Clients, SdkBudget};
 use ackflow_core::{
     Ackflow, Clock as _, Created, Deltas, FieldError, Figures, IdempotencyRecord, Job, JobContext,
-    JobId, JobState, JobStore, Kind, ListQuery, Owner, Page, PortError, ProcessError, Processor,
-    Registry, Settings, SystemClock, Timestamp, WriteError,
+    JobId, JobPart, JobState, JobStore, Kind, ListQuery, Owner, Page, PortError, ProcessError,
+    Processor, Registry, Settings, SystemClock, Timestamp, WriteError,
 };
 use ackflow_http::{Anonymous, ApiState};
 use ackflow_lambda::deadline::ANSWER_AHEAD;
@@ -185,6 +185,15 @@ impl JobStore for NotingOutcomes {
 
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
         self.store.result(owner, id).await
+    }
+
+    async fn get_with(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        part: JobPart,
+    ) -> Result<Option<(Job, Option<Value>)>, PortError> {
+        self.store.get_with(owner, id, part).await
     }
 
     async fn update(

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
-    async_trait, Created, Cursor, Figures, IdempotencyRecord, Job, JobId, JobState, JobStore,
-    ListQuery, Owner, Page, PortError, Settings, Timestamp, WriteError,
+    async_trait, Created, Cursor, Figures, IdempotencyRecord, Job, JobId, JobPart, JobState,
+    JobStore, ListQuery, Owner, Page, PortError, Settings, Timestamp, WriteError,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -453,6 +453,33 @@ impl JobStore for SqliteStore {
         self.db
             .read("read a job's result", move |c| {
                 select_json(c, SELECT_RESULT, owner.as_str(), &id.to_string())
+            })
+            .await
+    }
+
+    /// Both from one read connection in one go: one snapshot, one trip to the pool.
+    async fn get_with(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        part: JobPart,
+    ) -> Result<Option<(Job, Option<Value>)>, PortError> {
+        let owner = owner.clone();
+        self.db
+            .read("read a job", move |c| {
+                let tx = c.transaction()?;
+                let id = id.to_string();
+                let Some(job) = select_job(&tx, owner.as_str(), &id)? else {
+                    return Ok(None);
+                };
+                let value = match part {
+                    JobPart::Input => select_json(&tx, SELECT_INPUT, owner.as_str(), &id)?,
+                    JobPart::Result if job.has_result => {
+                        select_json(&tx, SELECT_RESULT, owner.as_str(), &id)?
+                    }
+                    JobPart::Result => None,
+                };
+                Ok(Some((job, value)))
             })
             .await
     }

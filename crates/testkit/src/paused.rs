@@ -11,8 +11,8 @@ use std::future::Future;
 
 use ackflow_core::report::Deltas;
 use ackflow_core::{
-    async_trait, Created, Figures, IdempotencyRecord, Job, JobId, JobStore, ListQuery, Owner, Page,
-    PortError, Timestamp, WriteError,
+    async_trait, Created, Figures, IdempotencyRecord, Job, JobId, JobPart, JobStore, ListQuery,
+    Owner, Page, PortError, Timestamp, WriteError,
 };
 use serde_json::Value;
 
@@ -63,6 +63,15 @@ impl<S: JobStore> JobStore for ClockHeld<S> {
 
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
         held(self.inner.result(owner, id)).await
+    }
+
+    async fn get_with(
+        &self,
+        owner: &Owner,
+        id: JobId,
+        part: JobPart,
+    ) -> Result<Option<(Job, Option<Value>)>, PortError> {
+        held(self.inner.get_with(owner, id, part)).await
     }
 
     async fn update(

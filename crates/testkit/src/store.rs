@@ -14,8 +14,8 @@ use ackflow_core::canonical::body_hash;
 use ackflow_core::report::{counter, Deltas};
 use ackflow_core::{
     Change, Clock, CorrelationId, Created, Cursor, Figures, IdempotencyKey, IdempotencyRecord, Job,
-    JobId, JobState, JobStore, Kind, ListQuery, ManualClock, NewJob, Owner, Problem, Settings,
-    Timestamp, WriteError,
+    JobId, JobPart, JobState, JobStore, Kind, ListQuery, ManualClock, NewJob, Owner, Problem,
+    Settings, Timestamp, WriteError,
 };
 use serde_json::{json, Value};
 
@@ -222,7 +222,7 @@ pub async fn a_created_job_reads_back_with_its_input(store: &dyn JobStore, h: &d
     );
     assert_eq!(
         store.input(&alice, job.id).await.expect("input"),
-        Some(input)
+        Some(input.clone())
     );
     assert_eq!(store.result(&alice, job.id).await.expect("result"), None);
     assert_eq!(store.get(&alice, JobId::random()).await.expect("get"), None);
@@ -230,6 +230,30 @@ pub async fn a_created_job_reads_back_with_its_input(store: &dyn JobStore, h: &d
         store.input(&alice, JobId::random()).await.expect("input"),
         None
     );
+    // Read together, the same.
+    assert_eq!(
+        store
+            .get_with(&alice, job.id, JobPart::Input)
+            .await
+            .expect("get_with"),
+        Some((job.clone(), Some(input)))
+    );
+    assert_eq!(
+        store
+            .get_with(&alice, job.id, JobPart::Result)
+            .await
+            .expect("get_with"),
+        Some((job, None))
+    );
+    for part in [JobPart::Input, JobPart::Result] {
+        assert_eq!(
+            store
+                .get_with(&alice, JobId::random(), part)
+                .await
+                .expect("get_with"),
+            None
+        );
+    }
 }
 
 /// Another owner's job does not exist for you: not by id, not its input or result, not in a
@@ -245,6 +269,12 @@ pub async fn another_owner_cannot_read_or_list_a_job(store: &dyn JobStore, h: &d
         assert_eq!(store.get(&mallory, id).await.expect("get"), None);
         assert_eq!(store.input(&mallory, id).await.expect("input"), None);
         assert_eq!(store.result(&mallory, id).await.expect("result"), None);
+        for part in [JobPart::Input, JobPart::Result] {
+            assert_eq!(
+                store.get_with(&mallory, id, part).await.expect("get_with"),
+                None
+            );
+        }
     }
     let page = store.list(&mallory, &query(100)).await.expect("list");
     assert!(page.jobs.is_empty() && page.next.is_none(), "{page:#?}");
@@ -415,6 +445,13 @@ pub async fn a_result_is_stored_with_the_write_that_succeeds_the_job(
     let queued = jobs.create(store, &alice, "order").await;
     let running = jobs.write(store, &queued, Change::Start, None).await;
     assert_eq!(store.result(&alice, queued.id).await.expect("result"), None);
+    assert_eq!(
+        store
+            .get_with(&alice, queued.id, JobPart::Result)
+            .await
+            .expect("get_with"),
+        Some((running.clone(), None))
+    );
 
     jobs.advance(Duration::from_millis(1500));
     let result = json!({"order_id": queued.id.to_string(), "total_cents": 2500, "lines": [{"sku": "mug-blue"}]});
@@ -422,14 +459,31 @@ pub async fn a_result_is_stored_with_the_write_that_succeeds_the_job(
         .write(store, &running, Change::Succeed, Some(&result))
         .await;
     assert!(done.has_result);
-    assert_eq!(store.get(&alice, queued.id).await.expect("get"), Some(done));
+    assert_eq!(
+        store.get(&alice, queued.id).await.expect("get"),
+        Some(done.clone())
+    );
     assert_eq!(
         store.result(&alice, queued.id).await.expect("result"),
-        Some(result)
+        Some(result.clone())
     );
     assert_eq!(
         store.input(&alice, queued.id).await.expect("input"),
         Some(input_of(&queued))
+    );
+    assert_eq!(
+        store
+            .get_with(&alice, queued.id, JobPart::Result)
+            .await
+            .expect("get_with"),
+        Some((done.clone(), Some(result)))
+    );
+    assert_eq!(
+        store
+            .get_with(&alice, queued.id, JobPart::Input)
+            .await
+            .expect("get_with"),
+        Some((done, Some(input_of(&queued))))
     );
 }
 

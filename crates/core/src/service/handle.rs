@@ -17,8 +17,8 @@ use super::Ackflow;
 use crate::job::attributes;
 use crate::{
     error_chain, panic_message, telemetry, Change, Clock, Delivery, Envelope, Job, JobContext,
-    JobId, JobState, Owner, PortError, Problem, ProcessError, QueueStep, Receipt, Settings,
-    StartPlan, Started, Timestamp,
+    JobId, JobPart, JobState, Owner, PortError, Problem, ProcessError, QueueStep, Receipt,
+    Settings, StartPlan, Started, Timestamp,
 };
 
 /// What to do with a delivery after handling it.
@@ -162,10 +162,17 @@ impl Ackflow {
             let span = tracing::Span::current();
             span.record("kind", running.kind.as_str());
             span.record("attempt", running.attempts);
-            return self.run_attempt(running, settle_with).await;
+            let input = self.store.input(&running.owner, running.id).await?;
+            return self.run_attempt(running, input, settle_with).await;
         }
         for _ in 0..CAS_ROUNDS {
-            let Some(job) = self.store.get(&envelope.owner, envelope.job).await? else {
+            // The input is read with the job, in one read where the store can: an attempt
+            // needs both, and a delivery that does not start one is rare.
+            let Some((job, input)) = self
+                .store
+                .get_with(&envelope.owner, envelope.job, JobPart::Input)
+                .await?
+            else {
                 info!(job_id = %envelope.job, "message for a job that no longer exists; dropping it");
                 return Ok(Disposition::Delete.into());
             };
@@ -191,7 +198,7 @@ impl Ackflow {
             match self.write(&job, Change::Start, None).await {
                 Ok(running) => {
                     span.record("attempt", running.attempts);
-                    return self.run_attempt(running, settle_with).await;
+                    return self.run_attempt(running, input, settle_with).await;
                 }
                 Err(TransitionError::Port(e)) => return Err(e),
                 Err(TransitionError::Conflict | TransitionError::Illegal(_)) => continue,
@@ -214,9 +221,9 @@ impl Ackflow {
     async fn run_attempt(
         &self,
         running: Job,
+        input: Option<Value>,
         settle_with: Option<&Receipt>,
     ) -> Result<Handled, PortError> {
-        let input = self.store.input(&running.owner, running.id).await?;
         let processor = self.registry.get(&running.kind).cloned();
         let sink = Arc::new(StoreProgress::new(
             Arc::clone(&self.store),

@@ -7,12 +7,16 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::{Ackflow, JobError};
-use crate::{Job, JobId, Owner, Report, Timestamp};
+use crate::{Job, JobId, JobPart, Owner, Report, Timestamp};
 
 /// How long a typical-latency figure is reused.
 const ESTIMATE_TTL: Duration = Duration::from_secs(10);
-/// How often a long-poll reads the job again.
-const LONG_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How soon a long-poll first reads the job again; each later wait is twice the one before,
+/// up to [`LONG_POLL_MAX_INTERVAL`]. A job that moves soon is seen soon, and one that waits
+/// costs a read a second rather than five (about 23 reads over a 20 s long-poll, not 100).
+const LONG_POLL_FIRST_INTERVAL: Duration = Duration::from_millis(200);
+/// The longest wait between two reads of a long-poll: how late a change may be seen at most.
+const LONG_POLL_MAX_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A job as its owner sees it.
 #[derive(Debug, Clone)]
@@ -30,16 +34,23 @@ pub struct JobStatus {
 impl Ackflow {
     /// The job `id` of `owner`, with its result when succeeded.
     pub async fn status(&self, owner: &Owner, id: JobId) -> Result<JobStatus, JobError> {
-        let job = self.store.get(owner, id).await?.ok_or(JobError::NotFound)?;
-        self.status_of(job).await
+        let (job, result) = self.read_with_result(owner, id).await?;
+        self.status_of(job, result).await
     }
 
-    async fn status_of(&self, job: Job) -> Result<JobStatus, JobError> {
-        let result = if job.has_result {
-            self.store.result(&job.owner, job.id).await?
-        } else {
-            None
-        };
+    /// The job and, once it has one, its result, in one read where the store can.
+    async fn read_with_result(
+        &self,
+        owner: &Owner,
+        id: JobId,
+    ) -> Result<(Job, Option<Value>), JobError> {
+        self.store
+            .get_with(owner, id, JobPart::Result)
+            .await?
+            .ok_or(JobError::NotFound)
+    }
+
+    async fn status_of(&self, job: Job, result: Option<Value>) -> Result<JobStatus, JobError> {
         let (retry_after, estimated_completion) = if job.state.is_terminal() {
             (None, None)
         } else {
@@ -67,16 +78,15 @@ impl Ackflow {
         wait: Duration,
     ) -> Result<JobStatus, JobError> {
         let give_up = tokio::time::Instant::now() + wait.min(self.settings.long_poll_cap);
+        let mut interval = LONG_POLL_FIRST_INTERVAL;
         loop {
-            let job = self.store.get(owner, id).await?.ok_or(JobError::NotFound)?;
+            let (job, result) = self.read_with_result(owner, id).await?;
             let unchanged = etag.is_some_and(|e| e == job.etag());
             if !unchanged || job.state.is_terminal() || tokio::time::Instant::now() >= give_up {
-                return self.status_of(job).await;
+                return self.status_of(job, result).await;
             }
-            tokio::time::sleep_until(
-                (tokio::time::Instant::now() + LONG_POLL_INTERVAL).min(give_up),
-            )
-            .await;
+            tokio::time::sleep_until((tokio::time::Instant::now() + interval).min(give_up)).await;
+            interval = (interval * 2).min(LONG_POLL_MAX_INTERVAL);
         }
     }
 
