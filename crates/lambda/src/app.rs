@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ackflow_aws::{AwsBackend, AwsConfig, BudgetError, Clients, ConfigError, SdkBudget};
-use ackflow_core::{Ackflow, PortError, SystemClock};
+use ackflow_core::{Ackflow, SystemClock};
 use ackflow_http::{ApiState, OwnerResolver};
 use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
@@ -45,9 +45,6 @@ pub enum StartupError {
     /// A variable of this crate has a value that cannot work.
     #[error("{0}")]
     Invalid(String),
-    /// The order book's stock could not be seeded.
-    #[error("could not seed the order book's stock")]
-    Seed(#[source] PortError),
     /// The function's timeout leaves its SDK calls too little time.
     #[error(
         "the {function} function's timeout ({timeout:?}, {var}) is too short for the SDK calls it may have to make"
@@ -79,10 +76,6 @@ pub struct FunctionConfig {
     pub batch: BatchOptions,
     /// Where the metrics go ([`env::METRICS_NAMESPACE`]).
     pub metrics: MetricsConfig,
-    /// Whether building the function seeds the order book's stock. Only the worker reserves
-    /// stock, so [`start`] seeds there alone: in the other functions the seed's conditional
-    /// writes were most of the cold start (measured in docs/BENCHMARKS.md).
-    pub seed_stock: bool,
     /// The function's timeout ([`env::FUNCTION_TIMEOUT`]), when set.
     pub function_timeout: Option<Duration>,
 }
@@ -137,7 +130,6 @@ impl FunctionConfig {
             allow_anonymous,
             metrics,
             function_timeout,
-            seed_stock: true,
             batch: BatchOptions {
                 concurrency,
                 ..BatchOptions::default()
@@ -209,11 +201,6 @@ impl FunctionKind {
         }
     }
 
-    /// Whether this function reserves stock, and so seeds the order book at cold start.
-    pub fn seeds_stock(self) -> bool {
-        self == Self::Worker
-    }
-
     /// The function's timeout in `template.yaml` by default (the template's test holds them
     /// equal), used when [`env::FUNCTION_TIMEOUT`] is unset.
     pub fn default_timeout(self) -> Duration {
@@ -261,15 +248,13 @@ impl FunctionKind {
 /// What every function's `main` does first: installs the JSON logs, reads
 /// [`FunctionConfig::from_env`], loads the SDK configuration once with timeouts fitted into
 /// the function's ([`FunctionKind::sdk_budget`], [`Clients::within`]) and
-/// builds the function with [`function_from`] (seeding the order book's stock in the worker
-/// only), then the metrics recorder. A startup error is logged with its whole chain (and names
+/// builds the function with [`function_from`], then the metrics recorder. A startup error is logged with its whole chain (and names
 /// the variable at fault) before it is returned to Lambda as the init error.
 pub async fn start(kind: FunctionKind) -> Result<Function, StartupError> {
     crate::telemetry::init_logs();
     let function = kind.name();
     let built = async {
-        let mut config = FunctionConfig::from_env()?;
-        config.seed_stock = kind.seeds_stock();
+        let config = FunctionConfig::from_env()?;
         let timeout = config
             .function_timeout
             .unwrap_or_else(|| kind.default_timeout());
@@ -306,20 +291,17 @@ pub async fn start(kind: FunctionKind) -> Result<Function, StartupError> {
 }
 
 /// Builds the function from a configuration and clients: the SQS queue, the DynamoDB job store
-/// and order book (its stock seeded from the catalog where absent when
-/// [`FunctionConfig::seed_stock`]: a few conditional writes per cold start of the worker, so a
-/// fresh deployment can take orders at once), the shipped processors
-/// (`demo` only when configured) and the system clock.
+/// and order book (its stock seeded on first use, so building makes no call), the shipped
+/// processors (`demo` only when configured) and the system clock.
 pub async fn function_from(
     config: FunctionConfig,
     clients: &Clients,
 ) -> Result<Function, StartupError> {
     let backend = AwsBackend::new(config.aws.clone(), clients);
-    let book = DynamoOrderBook::new(clients.dynamo.clone(), config.aws.table.clone());
-    if config.seed_stock {
-        book.seed().await.map_err(StartupError::Seed)?;
-    }
-    let book: Arc<dyn OrderBook> = Arc::new(book);
+    let book: Arc<dyn OrderBook> = Arc::new(DynamoOrderBook::new(
+        clients.dynamo.clone(),
+        config.aws.table.clone(),
+    ));
     let clock = Arc::new(SystemClock);
     let registry = registry_with(book, clock.clone(), config.demo);
     let app = Arc::new(backend.ackflow(registry, clock));

@@ -1,7 +1,7 @@
 //! The function wiring on the real AWS adapters, against moto server (`ACKFLOW_MOTO_URL`;
 //! ignored without it, `infra/scripts/test-all` runs it): a [`Function`] built from its
 //! configuration serves the API fixture events, its worker lifter works a batch received from
-//! SQS, and the order book it seeded takes an order.
+//! SQS, and the order book, seeded on first use, takes an order.
 
 // The harness's helpers are test code too; clippy's test exemption only sees `#[test]` functions.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -161,7 +161,7 @@ async fn a_function_built_from_its_configuration_serves_the_api_and_works_its_qu
         get["requestContext"]["http"]["path"] = json!(path);
         let (status, view) = call(&function, &get).await;
         assert_eq!(status, 200, "{view}");
-        // The order can only succeed if the order book's stock was seeded at startup.
+        // The order can only succeed if the order book seeded its stock on first use.
         assert_eq!(view["state"], "succeeded", "{view}");
     }
 }

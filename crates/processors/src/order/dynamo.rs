@@ -11,12 +11,14 @@ use ackflow_aws::dynamo::{
 use ackflow_aws::{classify, unexpected};
 use ackflow_core::{async_trait, JobId, PortError};
 use aws_sdk_dynamodb::types::{
-    Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 
-use super::{merge_lines, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG};
+use super::{
+    merge_lines, CatalogItem, ConfirmedOrder, OrderBook, OrderLine, ReserveError, CATALOG,
+};
 
 const STOCK: &str = "STOCK";
 const RESERVATION: &str = "RESERVATION";
@@ -40,13 +42,21 @@ fn order_pk(id: JobId) -> String {
     format!("ORDER#{id}")
 }
 
+/// The stock item of a catalog item, with its initial stock.
+fn initial_stock_item(item: &CatalogItem) -> Item {
+    let mut stock = key(stock_pk(item.sku), STOCK);
+    stock.insert("sku".into(), s(item.sku));
+    stock.insert("available".into(), n(item.initial_stock));
+    stock
+}
+
 fn available_of(item: &Item) -> Option<u32> {
     number_attr(item, "available").map(|n| u32::try_from(n).unwrap_or(0))
 }
 
 impl DynamoOrderBook {
-    /// The order book in `table`. Call [`DynamoOrderBook::seed`] once per deployment (or at
-    /// startup: it is idempotent) to stock the catalog.
+    /// The order book in `table`. Its stock is seeded on first use (see
+    /// [`OrderBook::reserve`]); [`DynamoOrderBook::seed`] stocks the whole catalog at once.
     pub fn new(client: Client, table: String) -> Self {
         Self {
             client,
@@ -58,12 +68,9 @@ impl DynamoOrderBook {
     /// left alone (`attribute_not_exists`), so seeding again never refills it.
     pub async fn seed(&self) -> Result<(), PortError> {
         const WHAT: &str = "stock the catalog";
-        let puts = CATALOG.iter().map(|item| async move {
-            let mut stock = key(stock_pk(item.sku), STOCK);
-            stock.insert("sku".into(), s(item.sku));
-            stock.insert("available".into(), n(item.initial_stock));
-            self.put_once(WHAT, stock).await
-        });
+        let puts = CATALOG
+            .iter()
+            .map(|item| self.put_once(WHAT, initial_stock_item(item)));
         futures_util::future::try_join_all(puts).await?;
         Ok(())
     }
@@ -92,36 +99,33 @@ impl DynamoOrderBook {
         }
     }
 
-    async fn stock_of(&self, sku: &str) -> Result<Option<u32>, PortError> {
-        let item = get_item(
+    /// The stock item of `sku`, if it has one.
+    async fn stock_item(&self, sku: &str) -> Result<Option<Item>, PortError> {
+        get_item(
             &self.client,
             &self.table,
             "read stock",
             key(stock_pk(sku), STOCK),
         )
-        .await?;
-        Ok(item.as_ref().and_then(available_of))
+        .await
     }
-}
 
-#[async_trait]
-impl OrderBook for DynamoOrderBook {
-    /// One transaction: a reservation marker for the order (`attribute_not_exists`) and a
-    /// conditional decrement per line (`available >= :q`). When the marker exists the order is
-    /// already reserved and nothing more is taken; when a line is short nothing is taken.
-    async fn reserve(&self, order_id: JobId, lines: &[OrderLine]) -> Result<(), ReserveError> {
+    /// The stock of `sku`: its stock item's, or, for a catalog item not stocked yet, the
+    /// initial stock its first order will seed; `None` for a SKU outside the catalog.
+    async fn stock_of(&self, sku: &str) -> Result<Option<u32>, PortError> {
+        Ok(match self.stock_item(sku).await? {
+            Some(item) => available_of(&item),
+            None => super::item(sku).map(|i| i.initial_stock),
+        })
+    }
+
+    /// The reservation's transaction: its marker, then one conditional decrement per line.
+    fn reservation(
+        &self,
+        order_id: JobId,
+        lines: &[(String, u32)],
+    ) -> Result<Vec<TransactWriteItem>, PortError> {
         const WHAT: &str = "reserve stock";
-        let lines = merge_lines(lines);
-        if lines.len() > MAX_LINES {
-            return Err(unexpected(
-                WHAT,
-                format!(
-                    "{} lines; one reservation holds at most {MAX_LINES}",
-                    lines.len()
-                ),
-            )
-            .into());
-        }
         let mut marker = key(order_pk(order_id), RESERVATION);
         let text = serde_json::to_string(
             &lines
@@ -142,7 +146,7 @@ impl OrderBook for DynamoOrderBook {
             .build()
             .map_err(|e| PortError::failed(WHAT, e))?;
         let mut items = vec![TransactWriteItem::builder().put(marker).build()];
-        for (sku, quantity) in &lines {
+        for (sku, quantity) in lines {
             let take = Update::builder()
                 .table_name(&*self.table)
                 .set_key(Some(key(stock_pk(sku), STOCK)))
@@ -159,15 +163,17 @@ impl OrderBook for DynamoOrderBook {
                 .map_err(|e| PortError::failed(WHAT, e))?;
             items.push(TransactWriteItem::builder().update(take).build());
         }
+        Ok(items)
+    }
 
-        let reasons = match transact(&self.client, WHAT, items).await {
-            Ok(()) => return Ok(()),
-            Err(TxError::Port(e)) => return Err(e.into()),
-            Err(TxError::Cancelled(reasons)) => reasons,
-        };
-        if failed_at(&reasons, 0) {
-            return Ok(()); // already reserved by an earlier delivery of this order
-        }
+    /// Why a reservation that was cancelled by a line's condition could not be served: the
+    /// first line that was short.
+    async fn shortfall(
+        &self,
+        lines: &[(String, u32)],
+        reasons: &[CancellationReason],
+    ) -> Result<ReserveError, PortError> {
+        const WHAT: &str = "reserve stock";
         // Reason i + 1 belongs to line i; report the first line that could not be served.
         for (i, (sku, quantity)) in lines.iter().enumerate() {
             let Some(reason) = reasons.get(i + 1) else {
@@ -183,7 +189,7 @@ impl OrderBook for DynamoOrderBook {
                 // A backend that does not return the old item: read it.
                 None => self.stock_of(sku).await?,
             };
-            return Err(match available {
+            return Ok(match available {
                 None => ReserveError::UnknownSku(sku.clone()),
                 Some(available) => ReserveError::OutOfStock {
                     sku: sku.clone(),
@@ -195,10 +201,66 @@ impl OrderBook for DynamoOrderBook {
         Err(unexpected(
             WHAT,
             "a condition failed, but on no item of the reservation",
-        )
-        .into())
+        ))
     }
+}
 
+#[async_trait]
+impl OrderBook for DynamoOrderBook {
+    /// One transaction: a reservation marker for the order (`attribute_not_exists`) and a
+    /// conditional decrement per line (`available >= :q`). When the marker exists the order is
+    /// already reserved and nothing more is taken; when a line is short nothing is taken.
+    ///
+    /// Stock is seeded on first use: a catalog item with no stock item yet is given its
+    /// initial stock ([`DynamoOrderBook::seed`]'s conditional put, which never refills) and
+    /// the reservation is tried once more. So no function seeds at cold start, and a fresh
+    /// deployment takes orders at once.
+    async fn reserve(&self, order_id: JobId, lines: &[OrderLine]) -> Result<(), ReserveError> {
+        const WHAT: &str = "reserve stock";
+        let lines = merge_lines(lines);
+        if lines.len() > MAX_LINES {
+            return Err(unexpected(
+                WHAT,
+                format!(
+                    "{} lines; one reservation holds at most {MAX_LINES}",
+                    lines.len()
+                ),
+            )
+            .into());
+        }
+        let mut seeded = false;
+        loop {
+            let reasons =
+                match transact(&self.client, WHAT, self.reservation(order_id, &lines)?).await {
+                    Ok(()) => return Ok(()),
+                    Err(TxError::Port(e)) => return Err(e.into()),
+                    Err(TxError::Cancelled(reasons)) => reasons,
+                };
+            if failed_at(&reasons, 0) {
+                return Ok(()); // already reserved by an earlier delivery of this order
+            }
+            let mut unstocked: Vec<&CatalogItem> = Vec::new();
+            for (i, (sku, _)) in lines.iter().enumerate() {
+                let Some(reason) = reasons
+                    .get(i + 1)
+                    .filter(|r| r.code() == Some(CONDITION_FAILED))
+                else {
+                    continue;
+                };
+                // No old item: the SKU has no stock item (yet). DynamoDB returns none for an
+                // absent item; reading it now instead would race the other reservations.
+                let absent = reason.item().is_none_or(Item::is_empty);
+                unstocked.extend(super::item(sku).filter(|_| absent));
+            }
+            if seeded || unstocked.is_empty() {
+                return Err(self.shortfall(&lines, &reasons).await?);
+            }
+            for item in unstocked {
+                self.put_once("stock the catalog", initial_stock_item(item)).await?;
+            }
+            seeded = true;
+        }
+    }
     /// The first confirmation of an order wins (`attribute_not_exists`): a retried delivery
     /// that confirms it again (with a later `confirmed_at`) changes nothing.
     async fn confirm(&self, order: &ConfirmedOrder) -> Result<(), PortError> {
