@@ -23,10 +23,10 @@ impl AwsBackend {
     /// The store and the queue named by `config`, on `clients`.
     pub fn new(config: AwsConfig, clients: &Clients) -> Self {
         Self {
-            store: Arc::new(DynamoJobStore::new(
-                clients.dynamo.clone(),
-                config.table.clone(),
-            )),
+            store: Arc::new(
+                DynamoJobStore::new(clients.dynamo.clone(), config.table.clone())
+                    .keeping(config.settings.retention),
+            ),
             queue: Arc::new(SqsQueue::new(
                 clients.sqs.clone(),
                 config.queue_url.clone(),

@@ -253,6 +253,126 @@ fn new_job(owner: &Owner) -> Job {
     )
 }
 
+/// An Idempotency-Key outlives its job's items by design (its expiry is set when it is written,
+/// a day past the latest its job can expire), so it must not outlive the job's hold on it: a
+/// key whose job has expired, or is gone, is taken over by the next create, and then holds the
+/// new job.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_key_whose_job_expired_or_is_gone_is_free_again() {
+    let clients = moto().await;
+    let table = fresh_table(&clients).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
+    let settings = Settings::default();
+    let owner = Owner::parse("alice").expect("owner");
+    let clock = ManualClock::new(SystemClock.now());
+    let keyed = |clock: &ManualClock, key: &str| {
+        Job::new(
+            NewJob {
+                owner: owner.clone(),
+                kind: Kind::parse("demo").expect("kind"),
+                correlation_id: CorrelationId::random(),
+                idempotency_key: Some(IdempotencyKey::parse(key).expect("key")),
+            },
+            clock,
+            &settings,
+        )
+    };
+    let record = |key: &str| ackflow_core::IdempotencyRecord {
+        key: IdempotencyKey::parse(key).expect("key"),
+        body_hash: "same".into(),
+    };
+    let input = json!({});
+
+    // Expired: the job ended, and its retention has passed.
+    let first = keyed(&clock, "expiring");
+    assert_eq!(
+        store
+            .create(&first, &input, Some(&record("expiring")))
+            .await
+            .expect("create"),
+        Created::New
+    );
+    let running = first
+        .apply(Change::Start, clock.now(), &settings)
+        .expect("start");
+    store
+        .update(&first, &running, None, &Deltas::between(&first, &running))
+        .await
+        .expect("start");
+    let done = running
+        .apply(Change::Succeed, clock.now(), &settings)
+        .expect("succeed");
+    store
+        .update(
+            &running,
+            &done,
+            Some(&json!({})),
+            &Deltas::between(&running, &done),
+        )
+        .await
+        .expect("succeed");
+    let again = keyed(&clock, "expiring");
+    let held = store
+        .create(&again, &input, Some(&record("expiring")))
+        .await
+        .expect("create");
+    assert!(
+        matches!(&held, Created::Existing { job, same_body: true } if job.id == first.id),
+        "while the job is kept, its key names it: {held:?}"
+    );
+    clock.advance(settings.retention + Duration::from_secs(2));
+    let second = keyed(&clock, "expiring");
+    assert_eq!(
+        store
+            .create(&second, &input, Some(&record("expiring")))
+            .await
+            .expect("create"),
+        Created::New,
+        "the key of an expired job is free"
+    );
+    let third = keyed(&clock, "expiring");
+    let held = store
+        .create(&third, &input, Some(&record("expiring")))
+        .await
+        .expect("create");
+    assert!(
+        matches!(&held, Created::Existing { job, .. } if job.id == second.id),
+        "and then holds the new job: {held:?}"
+    );
+
+    // Gone: DynamoDB deleted the expired header before the key.
+    let lost = keyed(&clock, "vanishing");
+    store
+        .create(&lost, &input, Some(&record("vanishing")))
+        .await
+        .expect("create");
+    clients
+        .dynamo
+        .delete_item()
+        .table_name(&table)
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{}", lost.id)),
+        )
+        .key(
+            "SK",
+            aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()),
+        )
+        .send()
+        .await
+        .expect("delete the header");
+    let next = keyed(&clock, "vanishing");
+    assert_eq!(
+        store
+            .create(&next, &input, Some(&record("vanishing")))
+            .await
+            .expect("create"),
+        Created::New,
+        "the key of a job that is gone is free"
+    );
+}
+
 /// Workers that read the same version race to start the job: DynamoDB's condition on the
 /// revision lets exactly one through; the others get `Conflict`, and the gauges count once.
 /// The same holds for writes of the header alone (progress), which are a conditional `PutItem`

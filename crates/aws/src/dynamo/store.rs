@@ -33,6 +33,9 @@ const COUNTER_PREFIX: &str = "c:";
 /// Hour items of the counters expire this long after their hour: far longer than any report
 /// window (a day by default), and the table does not grow without end.
 const COUNTER_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+/// How much longer than its job a job's input and Idempotency-Key are kept at most
+/// ([`DynamoJobStore::records_expire_at`]).
+const RECORDS_MARGIN: Duration = Duration::from_secs(24 * 3600);
 /// The largest page a listing returns, whatever it is asked (the use case asks for at most 100).
 const MAX_PAGE: usize = 1000;
 /// How many queries one listing may make. DynamoDB applies `Limit` before the filter, so a
@@ -50,15 +53,40 @@ const LIST_ROUNDS: usize = 10;
 pub struct DynamoJobStore {
     client: Client,
     table: Arc<str>,
+    /// How long a terminal job is kept ([`ackflow_core::Settings::retention`]): its input and
+    /// Idempotency-Key items are given their expiry when written, from it.
+    retention: Duration,
 }
 
 impl DynamoJobStore {
-    /// The store in `table`.
+    /// The store in `table`, keeping terminal jobs for the default
+    /// [`ackflow_core::Settings::retention`].
     pub fn new(client: Client, table: String) -> Self {
         Self {
             client,
             table: table.into(),
+            retention: ackflow_core::Settings::default().retention,
         }
+    }
+
+    /// The same store for jobs kept `retention` once terminal (the use cases'
+    /// [`ackflow_core::Settings::retention`]).
+    pub fn keeping(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// When the input and Idempotency-Key items of `job` may expire: after the latest the
+    /// job itself can expire (it ends by its deadline, and is kept `retention` from then),
+    /// with a day to spare for a sweep delayed by an outage. Set when they are written, so
+    /// that the write that ends a job touches its header alone; a reopen, which moves the
+    /// deadline, moves it too. Until then a job's key stays taken only while its job exists
+    /// and has not expired ([`DynamoJobStore::holder`]).
+    fn records_expire_at(&self, job: &Job) -> i64 {
+        job.deadline
+            .plus(self.retention)
+            .plus(RECORDS_MARGIN)
+            .as_secs()
     }
 
     /// The table's name.
@@ -169,14 +197,17 @@ impl DynamoJobStore {
         Ok(writes)
     }
 
-    /// The job an Idempotency-Key record names, and whether its body hash is `body_hash`.
-    async fn existing(
+    /// Who holds an Idempotency-Key that a create found taken: the job its record names, and
+    /// whether its body hash is the same; or, when that job is gone or has expired, nobody
+    /// (`Free`, naming the stale holder so the next create may take the key over from it).
+    async fn holder(
         &self,
         what: &'static str,
         owner: &Owner,
         key_item: Option<Item>,
         key: &IdempotencyRecord,
-    ) -> Result<Created, PortError> {
+        now: Timestamp,
+    ) -> Result<KeyHolder, PortError> {
         let key_item = match key_item {
             Some(item) => Some(item),
             None => {
@@ -190,26 +221,29 @@ impl DynamoJobStore {
             }
         };
         let Some(key_item) = key_item else {
-            // It expired and was deleted between the write and this read: a retry succeeds.
-            return Err(PortError::unavailable(
-                what,
-                unexpected(what, "the Idempotency-Key record vanished while read"),
-            ));
+            // It expired and was deleted between the write and this read.
+            return Ok(KeyHolder::Free(None));
         };
         let job_id: JobId = string_attr(&key_item, "job_id")
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| unexpected(what, "an Idempotency-Key record without a job id"))?;
         let same_body = string_attr(&key_item, "body_hash") == Some(key.body_hash.as_str());
-        let Some(job) = self.get(owner, job_id).await? else {
-            return Err(unexpected(
-                what,
-                format!("the Idempotency-Key of {owner} names the missing job {job_id}"),
-            ));
-        };
-        Ok(Created::Existing {
-            job: Box::new(job),
-            same_body,
-        })
+        match self.get(owner, job_id).await? {
+            // The job expired (DynamoDB deletes expired items within days, not on the second):
+            // its key is free again.
+            Some(job)
+                if job
+                    .expires_at
+                    .is_some_and(|at| at.as_secs() < now.as_secs()) =>
+            {
+                Ok(KeyHolder::Free(Some(job_id)))
+            }
+            Some(job) => Ok(KeyHolder::Job(Created::Existing {
+                job: Box::new(job),
+                same_body,
+            })),
+            None => Ok(KeyHolder::Free(Some(job_id))),
+        }
     }
 
     async fn read_json(
@@ -281,6 +315,14 @@ impl Condition {
             values: Default::default(),
         }
     }
+}
+
+/// Who holds an Idempotency-Key ([`DynamoJobStore::holder`]).
+enum KeyHolder {
+    /// A live job.
+    Job(Created),
+    /// No live job: the record is gone, or names this job, which is gone or expired.
+    Free(Option<JobId>),
 }
 
 fn page_limit(n: usize) -> i32 {
@@ -372,46 +414,72 @@ impl JobStore for DynamoJobStore {
         key: Option<&IdempotencyRecord>,
     ) -> Result<Created, PortError> {
         const WHAT: &str = "create a job";
-        let mut items = vec![
-            self.transact_item_put(WHAT, header_item(job, WHAT)?, Some(Condition::absent()))?,
-            self.transact_item_put(
-                WHAT,
-                json_item(job, INPUT, input, WHAT)?,
-                Some(Condition::absent()),
-            )?,
-        ];
-        let key_index = items.len();
-        if let Some(record) = key {
-            let mut item = super::key(owner_pk(&job.owner), &key_sk(&record.key));
-            item.insert("job_id".into(), s(job.id.to_string()));
-            item.insert("body_hash".into(), s(record.body_hash.as_str()));
-            if let Some(ttl) = ttl_of(job) {
-                item.insert(TTL.into(), n(ttl));
-            }
-            // A key whose job has expired is free again, even before DynamoDB deletes it.
-            let condition = Condition {
-                expression: "attribute_not_exists(#pk) OR #ttl < :now",
-                names: [("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())].into(),
-                values: [(":now".into(), n(job.submitted_at.as_secs()))].into(),
-            };
-            items.push(self.transact_item_put(WHAT, item, Some(condition))?);
-        }
-        items.extend(self.aggregate_writes(WHAT, job, &Deltas::created(job))?);
-
-        match transact(&self.client, WHAT, items).await {
-            Ok(()) => Ok(Created::New),
-            Err(TxError::Cancelled(reasons)) => match key {
-                Some(record) if failed_at(&reasons, key_index) => {
-                    let old = reasons.get(key_index).and_then(|r| r.item().cloned());
-                    self.existing(WHAT, &job.owner, old, record).await
+        let records_expire_at = self.records_expire_at(job);
+        // A key taken by a job that is gone or expired is taken over, once: the write is
+        // then conditional on that stale holder, so a racing create cannot lose its key.
+        let mut stale: Option<JobId> = None;
+        for _ in 0..2 {
+            let mut input_item = json_item(job, INPUT, input, WHAT)?;
+            input_item.insert(TTL.into(), n(records_expire_at));
+            let mut items = vec![
+                self.transact_item_put(WHAT, header_item(job, WHAT)?, Some(Condition::absent()))?,
+                self.transact_item_put(WHAT, input_item, Some(Condition::absent()))?,
+            ];
+            let key_index = items.len();
+            if let Some(record) = key {
+                let mut item = super::key(owner_pk(&job.owner), &key_sk(&record.key));
+                item.insert("job_id".into(), s(job.id.to_string()));
+                item.insert("body_hash".into(), s(record.body_hash.as_str()));
+                item.insert(TTL.into(), n(records_expire_at));
+                let mut condition = Condition {
+                    expression: "attribute_not_exists(#pk) OR #ttl < :now",
+                    names: [("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())].into(),
+                    values: [(":now".into(), n(job.submitted_at.as_secs()))].into(),
+                };
+                if let Some(stale) = stale {
+                    condition.expression =
+                        "attribute_not_exists(#pk) OR #ttl < :now OR #job = :stale";
+                    condition.names.insert("#job".into(), "job_id".into());
+                    condition
+                        .values
+                        .insert(":stale".into(), s(stale.to_string()));
                 }
-                _ => Err(unexpected(
-                    WHAT,
-                    format!("the id of the new job {} is taken", job.id),
-                )),
-            },
-            Err(TxError::Port(e)) => Err(e),
+                items.push(self.transact_item_put(WHAT, item, Some(condition))?);
+            }
+            items.extend(self.aggregate_writes(WHAT, job, &Deltas::created(job))?);
+
+            match transact(&self.client, WHAT, items).await {
+                Ok(()) => return Ok(Created::New),
+                Err(TxError::Cancelled(reasons)) => match key {
+                    Some(record) if failed_at(&reasons, key_index) => {
+                        let old = reasons.get(key_index).and_then(|r| r.item().cloned());
+                        match self
+                            .holder(WHAT, &job.owner, old, record, job.submitted_at)
+                            .await?
+                        {
+                            KeyHolder::Job(created) => return Ok(created),
+                            KeyHolder::Free(holder) => stale = holder,
+                        }
+                    }
+                    _ => {
+                        return Err(unexpected(
+                            WHAT,
+                            format!("the id of the new job {} is taken", job.id),
+                        ))
+                    }
+                },
+                Err(TxError::Port(e)) => return Err(e),
+            }
         }
+        // Another create took the key over from the same stale job in between: a retry
+        // finds that job.
+        Err(PortError::unavailable(
+            WHAT,
+            unexpected(
+                WHAT,
+                "the Idempotency-Key changed hands while it was claimed",
+            ),
+        ))
     }
 
     async fn get(&self, owner: &Owner, id: JobId) -> Result<Option<Job>, PortError> {
@@ -530,15 +598,13 @@ impl JobStore for DynamoJobStore {
                 None,
             )?);
         }
-        let ttl = ttl_of(after);
-        if ttl != ttl_of(before) {
-            // The job became terminal (its records start to expire) or was reopened (they
-            // stop). The conditions refuse to create a record that is gone (expired) or to
+        if after.deadline != before.deadline {
+            // A reopen: the job has a new deadline, so its records are kept longer
+            // ([`DynamoJobStore::records_expire_at`]). The write that ends a job leaves them
+            // alone. The conditions refuse to create a record that is gone (expired) or to
             // touch a key that another job now holds.
-            let (expression, mut values) = match ttl {
-                Some(ttl) => ("SET #ttl = :ttl", BTreeMap::from([(":ttl".into(), n(ttl))])),
-                None => ("REMOVE #ttl", BTreeMap::new()),
-            };
+            let expression = "SET #ttl = :ttl";
+            let mut values = BTreeMap::from([(":ttl".into(), n(self.records_expire_at(after)))]);
             let names = BTreeMap::from([("#pk".into(), PK.into()), ("#ttl".into(), TTL.into())]);
             items.push(self.transact_item_update(
                 WHAT,

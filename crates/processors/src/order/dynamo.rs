@@ -256,7 +256,8 @@ impl OrderBook for DynamoOrderBook {
                 return Err(self.shortfall(&lines, &reasons).await?);
             }
             for item in unstocked {
-                self.put_once("stock the catalog", initial_stock_item(item)).await?;
+                self.put_once("stock the catalog", initial_stock_item(item))
+                    .await?;
             }
             seeded = true;
         }
