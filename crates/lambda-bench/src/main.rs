@@ -3,15 +3,16 @@
 //!
 //! ```text
 //! runtime-stub --function api|status|worker|sweeper|hello --binary PATH
-//!              [--n N] [--moto-pid PID] [--panic-check] [--log FILE] [--events DIR]
+//!              [--n N] [--batch K] [--moto-pid PID] [--panic-check] [--log FILE] [--events DIR]
 //! ```
 //!
 //! 1. Before the function starts, on the moto server the SDK is pointed at (`AWS_ENDPOINT_URL`):
 //!    a fresh queue, dead-letter queue and table for this run, and the events — `api`: `POST
 //!    /v1/jobs` of a demo job (infra/events/apigw-v2-post-job.json without its Idempotency-Key,
 //!    so each one creates a job); `status`: `GET /v1/jobs/{id}` of a job accepted through the
-//!    core; `worker`: N + 1 demo jobs accepted through the core (as `api` does), their
-//!    messages received from the queue and each wrapped in an SQS event of one record;
+//!    core; `worker`: (N + 1) × K demo jobs accepted through the core (as `api` does), their
+//!    messages received from the queue and wrapped K records to an SQS event (`--batch K`,
+//!    1 to 10, default 1);
 //!    `sweeper`: the scheduled event; `hello`: `{}`. (`hello` needs no moto.)
 //! 2. Execs the binary with the environment of a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API`, the
 //!    function's name, memory, version) plus its queue and table, and times exec → its first
@@ -59,6 +60,7 @@ struct Args {
     name: String,
     binary: PathBuf,
     n: usize,
+    batch: usize,
     moto_pid: Option<u32>,
     panic_check: bool,
     log: Option<PathBuf>,
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args> {
     let mut name = None;
     let mut binary = None;
     let mut n = 20;
+    let mut batch = 1;
     let mut moto_pid = None;
     let mut panic_check = false;
     let mut log = None;
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args> {
             "--function" => name = Some(value()?),
             "--binary" => binary = Some(PathBuf::from(value()?)),
             "--n" => n = value()?.parse().context("--n")?,
+            "--batch" => batch = value()?.parse().context("--batch")?,
             "--moto-pid" => moto_pid = Some(value()?.parse().context("--moto-pid")?),
             "--panic-check" => panic_check = true,
             "--log" => log = Some(PathBuf::from(value()?)),
@@ -94,11 +98,16 @@ fn parse_args() -> Result<Args> {
         !panic_check || target == Target::Worker,
         "--panic-check is for the worker"
     );
+    ensure!(
+        (1..=10).contains(&batch) && (batch == 1 || target == Target::Worker),
+        "--batch is for the worker, 1 to 10 records (an SQS batch)"
+    );
     Ok(Args {
         target,
         name,
         binary: binary.ok_or_else(|| anyhow!("--binary is required"))?,
         n,
+        batch,
         moto_pid,
         panic_check,
         log,
@@ -251,7 +260,7 @@ async fn worker_plan(
     name: &str,
 ) -> Result<Vec<Planned>> {
     let mut jobs = Vec::new();
-    for i in 0..=args.n {
+    for i in 0..(args.n + 1) * args.batch {
         let input = if args.panic_check && i == 0 {
             json!({ "panic": true })
         } else {
@@ -295,19 +304,27 @@ async fn worker_plan(
             );
         }
     }
-    jobs.iter()
+    jobs.chunks(args.batch)
         .enumerate()
-        .map(|(i, job)| {
-            let record = records
-                .remove(job)
-                .ok_or_else(|| anyhow!("no message for job {job}"))?;
+        .map(|(i, batch)| {
+            let batch = batch
+                .iter()
+                .map(|job| {
+                    records
+                        .remove(job)
+                        .ok_or_else(|| anyhow!("no message for job {job}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let failed = if args.panic_check && i == 0 {
-                vec![record["messageId"].as_str().unwrap_or_default().to_owned()]
+                vec![batch[0]["messageId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()]
             } else {
                 Vec::new()
             };
             Ok(Planned {
-                event: sqs_event([record]),
+                event: sqs_event(batch),
                 failed,
             })
         })
