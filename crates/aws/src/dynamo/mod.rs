@@ -11,9 +11,9 @@
 //! | item | `PK` | `SK` | attributes | in indexes / TTL |
 //! |---|---|---|---|---|
 //! | job header | `JOB#{id}` | `JOB` | every field of [`ackflow_core::Job`] (serde_dynamo; its timestamps as RFC 3339 text), among them `owner` and `revision` (N, the fence of every write) | `ListByOwner` always; `DueForSweep` and `OpenByOwner` while not terminal; `ttl` once terminal |
-//! | job input | `JOB#{id}` | `INPUT` | `owner`, `json` (S: the input as JSON text) | `ttl` once the job is terminal |
+//! | job input | `JOB#{id}` | `INPUT` | `owner`, `json` (S: the input as JSON text) | `ttl` from its write: a day past the latest the job can expire (deadline + retention), moved by a reopen |
 //! | job result | `JOB#{id}` | `RESULT` | `owner`, `json` (S) | `ttl` (written when the job succeeds) |
-//! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` once its job is terminal |
+//! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` as the input's; taken only while its job exists and has not expired |
 //! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD) | — |
 //! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD | `ttl` = the hour + 35 days |
 //! | stock (the `order` example's, as all three below) | `STOCK#{sku}` | `STOCK` | `sku`, `available` (N) | — |
@@ -32,7 +32,9 @@
 //!
 //! Why so:
 //! - Everything of one job shares its partition, and a job is read by id with a consistent
-//!   `GetItem`; the owner is checked on the item (another owner's job reads as absent).
+//!   `GetItem`; the owner is checked on the item (another owner's job reads as absent). The
+//!   sort keys order `INPUT` < `JOB` < `RESULT`, so the header with its input (what an attempt
+//!   needs) or with its result (what a status shows) is one consistent `Query` of a key range.
 //! - Keys, gauges and counters are scoped by owner in the partition key, so owners never share
 //!   an Idempotency-Key or a counter, whatever characters their names hold.
 //! - Gauges and hour counters are spread over [`AGGREGATE_SHARDS`] items per owner (`{s}`, from
@@ -53,8 +55,11 @@
 //!   bodies (`Settings::body_limit`) well below; a body limit raised above ~350 KiB would make
 //!   large inputs fail to store.
 //! - Terminal jobs expire through DynamoDB's TTL (within days after `ttl`, not on the second),
-//!   so [`ackflow_core::JobStore::purge_expired`] deletes nothing. An Idempotency-Key whose `ttl`
-//!   has passed counts as free even before DynamoDB deletes it.
+//!   so [`ackflow_core::JobStore::purge_expired`] deletes nothing. The input and key items get
+//!   their `ttl` when written, from the job's deadline, so the write that ends a job changes
+//!   its header alone (and its result); they may outlive the header by up to a day past its
+//!   deadline, unreachable. An Idempotency-Key whose job is gone or has expired (or whose own
+//!   `ttl` has passed) counts as free even before DynamoDB deletes anything.
 
 use std::collections::HashMap;
 use std::time::Duration;
