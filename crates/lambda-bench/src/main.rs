@@ -24,7 +24,8 @@
 //!    warm_p90_ms=… cpu_us=… moto_cpu_us=… calls=… wcu=… rcu=… ops=… n=N` (`init_cpu_ms`: the
 //!    function's own CPU time by its first `next`; `calls`, `wcu`, `rcu` and each operation in
 //!    `ops`: per warm invocation, counted by the [`tally`] proxy the function reaches moto
-//!    through). Exits non-zero when an answer is wrong, the function
+//!    through; `log_bytes`: what it wrote to stdout and stderr per warm invocation, with
+//!    `--log`). Exits non-zero when an answer is wrong, the function
 //!    reports an error or dies.
 //!
 //! `--panic-check` (worker): the first job is a demo job with `"panic": true`; its invocation
@@ -417,6 +418,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     let mut cpu_before = Duration::ZERO;
     let mut moto_before = Duration::ZERO;
     let mut calls_before = Counts::default();
+    let mut log_before = 0;
     for (i, planned) in plan.iter().enumerate() {
         // Hand out each invocation when the function asks for it, as Lambda does.
         let limit = if i == 0 { INIT_LIMIT } else { INVOCATION_LIMIT };
@@ -436,6 +438,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
             cpu_before = process_cpu(pid, ticks)?;
             moto_before = moto_cpu(args.moto_pid, ticks)?;
             calls_before = tally.as_ref().map(|t| t.snapshot()).unwrap_or_default();
+            log_before = log_size(args.log.as_deref());
         }
         let request_id = format!("00000000-0000-4000-8000-{i:012}");
         let handed = Instant::now();
@@ -478,6 +481,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         .as_ref()
         .map(|t| t.snapshot().since(&calls_before))
         .unwrap_or_default();
+    let log_bytes = log_size(args.log.as_deref()).saturating_sub(log_before);
     if let Some(status) = function.0.try_wait()? {
         bail!("the function exited after its last invocation ({status})");
     }
@@ -510,7 +514,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         .join(",");
     Ok(format!(
         "stub: function={} init_ms={} init_cpu_ms={} first_ms={} warm_p50_ms={} warm_p90_ms={} cpu_us={} \
-         moto_cpu_us={moto} calls={} wcu={} rcu={} ops={} n={n}",
+         moto_cpu_us={moto} calls={} wcu={} rcu={} ops={} log_bytes={} n={n}",
         args.name,
         opt(init),
         opt(init_cpu),
@@ -522,7 +526,18 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
         per_call(calls.write_units),
         per_call(calls.read_units),
         if ops.is_empty() { "-" } else { &ops },
+        if args.log.is_some() {
+            per_call(log_bytes as f64)
+        } else {
+            "-".to_owned()
+        },
     ))
+}
+
+/// The size of the function's log file so far (0 without one): what its logs cost to ingest.
+fn log_size(path: Option<&Path>) -> u64 {
+    path.and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
 }
 
 /// The address of the moto server the SDK is pointed at (`AWS_ENDPOINT_URL`, plain HTTP).
