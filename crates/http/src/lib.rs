@@ -68,16 +68,7 @@ impl ApiState {
 /// The whole API: `/v1/jobs`, `/v1/jobs/{id}`, `/v1/report`, `/` and `/openapi.json`, with
 /// problem+json fallbacks for unknown routes (404) and methods (405).
 pub fn router(state: ApiState) -> Router {
-    // Serialized once per router rather than per request; `None` only if serialization failed,
-    // which is answered as a 500 (and logged) instead of failing to build the router.
-    let document: Option<Arc<str>> = match openapi().to_json() {
-        Ok(json) => Some(Arc::from(json)),
-        Err(e) => {
-            tracing::error!(error = %e, "the OpenAPI document could not be serialized");
-            None
-        }
-    };
-    routes(document)
+    routes()
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
             router.route(path, methods)
@@ -91,18 +82,15 @@ pub fn router(state: ApiState) -> Router {
 /// Every path the router serves, as its routes spell them (`{id}` for a path parameter). The
 /// OpenAPI tests hold the document to exactly these.
 pub fn routed_paths() -> Vec<&'static str> {
-    routes(None).into_iter().map(|(path, _)| path).collect()
+    routes().into_iter().map(|(path, _)| path).collect()
 }
 
 /// The routes, in one table so that [`router`] and [`routed_paths`] cannot disagree.
-fn routes(document: Option<Arc<str>>) -> Vec<(&'static str, MethodRouter<ApiState>)> {
+fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
     vec![
         ("/", get(page::index)),
         ("/assets/{file}", get(page::asset)),
-        (
-            "/openapi.json",
-            get(move || page::openapi_json(document.clone())),
-        ),
+        ("/openapi.json", get(page::openapi_json)),
         ("/v1/jobs", get(jobs::list_jobs).post(jobs::submit)),
         ("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job)),
         ("/v1/report", get(report::report)),

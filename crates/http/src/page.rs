@@ -1,6 +1,8 @@
 //! The routes that are not the job API: the status page, the OpenAPI document, and the
 //! problem+json answers for unknown addresses and methods.
 
+use std::sync::{Arc, OnceLock};
+
 use ackflow_core::Problem;
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -106,7 +108,19 @@ pub(crate) async fn asset(file: Result<Path<String>, PathRejection>) -> Response
             body = ProblemSchema, content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn openapi_json(document: Option<std::sync::Arc<str>>) -> Response {
+pub(crate) async fn openapi_json() -> Response {
+    // Built and serialized on the first request for it, once per process, rather than with the
+    // router: that took about 5 ms of every cold start of the api and status functions, which
+    // are rarely asked for it. `None` only if serialization failed, which is answered as a 500
+    // (and logged).
+    static DOCUMENT: OnceLock<Option<Arc<str>>> = OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| match crate::openapi().to_json() {
+        Ok(json) => Some(Arc::from(json)),
+        Err(e) => {
+            tracing::error!(error = %e, "the OpenAPI document could not be serialized");
+            None
+        }
+    });
     match document {
         Some(json) => (
             [
