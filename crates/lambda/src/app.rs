@@ -247,9 +247,9 @@ impl FunctionKind {
 
 /// What every function's `main` does first: installs the JSON logs, reads
 /// [`FunctionConfig::from_env`], loads the SDK configuration once with timeouts fitted into
-/// the function's ([`FunctionKind::sdk_budget`], [`Clients::within`]) and
-/// builds the function with [`function_from`], then the metrics recorder. A startup error is logged with its whole chain (and names
-/// the variable at fault) before it is returned to Lambda as the init error.
+/// the function's ([`FunctionKind::sdk_budget`], [`Clients::within`]) and builds the function
+/// with [`function_from`], then the metrics recorder. A startup error is logged with its whole
+/// chain (and names the variable at fault) before it is returned to Lambda as the init error.
 pub async fn start(kind: FunctionKind) -> Result<Function, StartupError> {
     crate::telemetry::init_logs();
     let function = kind.name();

@@ -254,12 +254,7 @@ impl DynamoJobStore {
         sk: &str,
     ) -> Result<Option<Value>, PortError> {
         let item = get_item(&self.client, &self.table, what, key(job_pk(id), sk)).await?;
-        match item {
-            Some(item) if string_attr(&item, "owner") == Some(owner.as_str()) => {
-                json_of(&item, what).map(Some)
-            }
-            _ => Ok(None),
-        }
+        owned_json(item, owner, what)
     }
 
     /// Every job of one shard of the sweep index due at `now`, at most `limit`, earliest first.
@@ -399,6 +394,20 @@ fn json_item(job: &Job, sk: &str, value: &Value, what: &'static str) -> Result<I
         item.insert(TTL.into(), n(ttl));
     }
     Ok(item)
+}
+
+/// The JSON of an input or result item, if it is `owner`'s (another owner's reads as absent).
+fn owned_json(
+    item: Option<Item>,
+    owner: &Owner,
+    what: &'static str,
+) -> Result<Option<Value>, PortError> {
+    match item {
+        Some(item) if string_attr(&item, "owner") == Some(owner.as_str()) => {
+            json_of(&item, what).map(Some)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn read_job(item: Item, what: &'static str) -> Result<Job, PortError> {
@@ -541,12 +550,7 @@ impl JobStore for DynamoJobStore {
         }
         // A result is shown only once the header says there is one, as `result` is read.
         let wanted = part == JobPart::Input || job.has_result;
-        let value = match part_item {
-            Some(item) if wanted && string_attr(&item, "owner") == Some(owner.as_str()) => {
-                Some(json_of(&item, WHAT)?)
-            }
-            _ => None,
-        };
+        let value = owned_json(part_item.filter(|_| wanted), owner, WHAT)?;
         Ok(Some((job, value)))
     }
 

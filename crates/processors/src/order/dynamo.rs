@@ -26,6 +26,8 @@ const ORDER: &str = "ORDER";
 /// A transaction holds at most 100 items: the marker and 99 lines. (The `order` kind accepts
 /// at most 50 lines.)
 const MAX_LINES: usize = 99;
+/// What the writes that stock catalog items are called in errors.
+const SEEDING: &str = "stock the catalog";
 
 /// The `order` processor's data on AWS, in the jobs table.
 #[derive(Debug, Clone)]
@@ -67,10 +69,9 @@ impl DynamoOrderBook {
     /// Gives every catalog item that has no stock item yet its initial stock. Existing stock is
     /// left alone (`attribute_not_exists`), so seeding again never refills it.
     pub async fn seed(&self) -> Result<(), PortError> {
-        const WHAT: &str = "stock the catalog";
         let puts = CATALOG
             .iter()
-            .map(|item| self.put_once(WHAT, initial_stock_item(item)));
+            .map(|item| self.put_once(SEEDING, initial_stock_item(item)));
         futures_util::future::try_join_all(puts).await?;
         Ok(())
     }
@@ -99,21 +100,17 @@ impl DynamoOrderBook {
         }
     }
 
-    /// The stock item of `sku`, if it has one.
-    async fn stock_item(&self, sku: &str) -> Result<Option<Item>, PortError> {
-        get_item(
+    /// The stock of `sku`: its stock item's, or, for a catalog item not stocked yet, the
+    /// initial stock its first order will seed; `None` for a SKU outside the catalog.
+    async fn stock_of(&self, sku: &str) -> Result<Option<u32>, PortError> {
+        let item = get_item(
             &self.client,
             &self.table,
             "read stock",
             key(stock_pk(sku), STOCK),
         )
-        .await
-    }
-
-    /// The stock of `sku`: its stock item's, or, for a catalog item not stocked yet, the
-    /// initial stock its first order will seed; `None` for a SKU outside the catalog.
-    async fn stock_of(&self, sku: &str) -> Result<Option<u32>, PortError> {
-        Ok(match self.stock_item(sku).await? {
+        .await?;
+        Ok(match item {
             Some(item) => available_of(&item),
             None => super::item(sku).map(|i| i.initial_stock),
         })
@@ -256,12 +253,12 @@ impl OrderBook for DynamoOrderBook {
                 return Err(self.shortfall(&lines, &reasons).await?);
             }
             for item in unstocked {
-                self.put_once("stock the catalog", initial_stock_item(item))
-                    .await?;
+                self.put_once(SEEDING, initial_stock_item(item)).await?;
             }
             seeded = true;
         }
     }
+
     /// The first confirmation of an order wins (`attribute_not_exists`): a retried delivery
     /// that confirms it again (with a later `confirmed_at`) changes nothing.
     async fn confirm(&self, order: &ConfirmedOrder) -> Result<(), PortError> {
