@@ -2,7 +2,8 @@
 //! resources for a deployment; both follow the constants of [`crate::dynamo`] and of this module.
 //!
 //! - Table: key `PK`/`SK` (S), on-demand billing, the three global secondary indexes of
-//!   [`crate::dynamo`] (projection `ALL`), TTL on `ttl`.
+//!   [`crate::dynamo`] (projection `ALL`), TTL on `ttl`, and a stream of new and old images
+//!   (what [`crate::dynamo::ReportFold`] folds into the report).
 //! - Queues: `{name}-dlq` (messages kept [`DLQ_RETENTION_SECS`], the maximum: no consumer
 //!   deletes them, operators do), then `{name}` with its visibility timeout and
 //!   `RedrivePolicy {deadLetterTargetArn, maxReceiveCount}`, where `maxReceiveCount` is
@@ -14,8 +15,8 @@ use std::time::Duration;
 use ackflow_core::PortError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -32,7 +33,8 @@ pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
 /// How long [`create_table`] waits for a new table to become active.
 const TABLE_WAIT: Duration = Duration::from_secs(300);
 
-/// Creates `table` (on-demand billing) with its key, its global secondary indexes and TTL, and
+/// Creates `table` (on-demand billing) with its key, its global secondary indexes, its stream
+/// and TTL, and
 /// waits until it is active. A table of that name that exists already is kept (and its TTL
 /// enabled if it is not), so scripts may run this again.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), PortError> {
@@ -83,6 +85,13 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
         .global_secondary_indexes(index(LIST_INDEX, LIST_PK, LIST_SK)?)
         .global_secondary_indexes(index(SWEEP_INDEX, SWEEP_PK, SWEEP_SK)?)
         .global_secondary_indexes(index(OPEN_INDEX, OPEN_PK, OPEN_SK)?)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .map_err(|e| build_failed(WHAT, e))?,
+        )
         .send()
         .await;
     match created {

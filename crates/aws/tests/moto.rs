@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ackflow_aws::dynamo::{ReportFold, TableChange};
 use ackflow_aws::{https_client, schema, timeouts, Clients, DynamoJobStore, SqsQueue};
 use ackflow_core::report::Deltas;
 use ackflow_core::{
@@ -25,6 +26,7 @@ use ackflow_core::{
 };
 use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
+use ackflow_testkit::stream::{CatchUp, CatchingUp, StreamTail};
 use ackflow_testkit::wire::{Hits, WireFault, WireFaultKind, WirePlan, WireProxy};
 use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, RedriveFixture, StoreFixture};
 use aws_config::retry::RetryConfig;
@@ -97,6 +99,44 @@ async fn fresh_table(clients: &Clients) -> String {
     table
 }
 
+/// The store of `table`, its report folded from the table's stream before each read: the
+/// tests' stand-in for the event source mapping that hands the stream to the `sweeper`
+/// function on AWS. Records the fold has not taken stay pending for the next read.
+fn folded_store(clients: &Clients, table: &str) -> Arc<dyn JobStore> {
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.to_owned());
+    Arc::new(CatchingUp::new(Arc::new(store), catch_up(clients, table)))
+}
+
+/// Folds what the stream of `table` gained since the last call.
+fn catch_up(clients: &Clients, table: &str) -> CatchUp {
+    let tail = Arc::new(StreamTail::new(&moto_url(), table));
+    let fold = ReportFold::new(clients.dynamo.clone(), table.to_owned());
+    let pending: Arc<tokio::sync::Mutex<Vec<TableChange>>> = Arc::default();
+    Arc::new(move || {
+        let (tail, fold, pending) = (tail.clone(), fold.clone(), pending.clone());
+        Box::pin(async move {
+            let mut pending = pending.lock().await;
+            for record in tail.next_records().await? {
+                pending.push(serde_json::from_value(record).map_err(|e| e.to_string())?);
+            }
+            match fold.fold(&pending).await {
+                Ok(_) => {
+                    pending.clear();
+                    Ok(())
+                }
+                Err(failure) => {
+                    let from = pending
+                        .iter()
+                        .position(|r| r.dynamodb.sequence_number == failure.sequence_number)
+                        .unwrap_or(0);
+                    pending.drain(..from);
+                    Err(ackflow_core::error_chain(&failure))
+                }
+            }
+        })
+    })
+}
+
 async fn fresh_queue() -> QueueFixture {
     let clients = moto().await;
     QueueFixture {
@@ -111,7 +151,7 @@ async fn fresh_store() -> StoreFixture {
     let clients = moto().await;
     let table = fresh_table(&clients).await;
     StoreFixture {
-        store: Arc::new(DynamoJobStore::new(clients.dynamo, table)),
+        store: folded_store(&clients, &table),
         harness: Arc::new(RealTime),
         guard: (),
     }
@@ -144,7 +184,7 @@ async fn fresh_redrive() -> RedriveFixture {
     let book = Arc::new(DynamoOrderBook::new(clients.dynamo.clone(), table.clone()));
     RedriveFixture {
         app: Ackflow::new(
-            Arc::new(DynamoJobStore::new(clients.dynamo, table)),
+            folded_store(&clients, &table),
             Arc::new(queue),
             registry_with(book, clock.clone(), true),
             clock.clone(),
@@ -381,10 +421,7 @@ async fn a_key_whose_job_expired_or_is_gone_is_free_again() {
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn racing_writes_from_one_version_leave_one_winner_and_one_conflict() {
     let clients = moto().await;
-    let store = Arc::new(DynamoJobStore::new(
-        clients.dynamo.clone(),
-        fresh_table(&clients).await,
-    ));
+    let store = folded_store(&clients, &fresh_table(&clients).await);
     let owner = Owner::parse("alice").expect("owner");
     let job = new_job(&owner);
     store
@@ -481,7 +518,7 @@ async fn the_use_cases_run_end_to_end_on_sqs_and_dynamodb() {
         )
         .await,
     );
-    let store = Arc::new(DynamoJobStore::new(clients.dynamo.clone(), table.clone()));
+    let store = folded_store(&clients, &table);
     let book = Arc::new(DynamoOrderBook::new(clients.dynamo.clone(), table));
     book.seed().await.expect("seed");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -691,6 +728,8 @@ async fn a_progress_write_whose_answer_is_lost_on_every_attempt_is_ambiguous_and
         )
         .expect("progress");
 
+    // The start was a `PutItem` too (the header alone changes).
+    let before = proxy.stats().operation("PutItem").attempts;
     proxy.script("PutItem", WireFault::ResetAfterForward, Hits::EveryAttempt);
     let e = store
         .update(
@@ -707,7 +746,7 @@ async fn a_progress_write_whose_answer_is_lost_on_every_attempt_is_ambiguous_and
     );
     let put = proxy.stats().operation("PutItem");
     assert_eq!(
-        (put.faulted(WireFaultKind::Reset), put.attempts),
+        (put.faulted(WireFaultKind::Reset), put.attempts - before),
         (1, 3),
         "one PutItem, tried three times: {}",
         proxy.stats()
@@ -727,7 +766,7 @@ async fn a_progress_write_whose_answer_is_lost_on_every_attempt_is_ambiguous_and
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn a_create_whose_answer_was_lost_succeeds_once_on_the_retry_with_the_same_token() {
     let (proxy, clients) = behind_proxy(3).await;
-    let store = DynamoJobStore::new(clients.dynamo.clone(), fresh_table(&clients).await);
+    let store = folded_store(&clients, &fresh_table(&clients).await);
     let owner = Owner::parse("alice").expect("owner");
 
     let job = new_job(&owner);
@@ -1111,4 +1150,187 @@ async fn a_connect_that_times_out_is_unavailable() {
     let queue = queue_at(clients.sqs, &url);
     let e = queue.send(message("m")).await.expect_err("connect timeout");
     assert!(is_unavailable(&e), "{e:?}");
+}
+
+// ---- the report folded from the table's stream ----------------------------------------------------
+
+/// `count` jobs of `owners` (one each, round robin) accepted, and the first of them started.
+async fn jobs_of(store: &DynamoJobStore, owners: &[Owner], count: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for i in 0..count {
+        let mut job = new_job(&owners[i % owners.len()]);
+        job.idempotency_key = None;
+        store
+            .create(&job, &json!({"steps": 1}), None)
+            .await
+            .expect("create");
+        jobs.push(job);
+    }
+    jobs
+}
+
+/// The stream's records so far, as the fold takes them.
+async fn stream_of(tail: &StreamTail) -> Vec<TableChange> {
+    tail.next_records()
+        .await
+        .expect("read the stream")
+        .into_iter()
+        .map(|r| serde_json::from_value(r).expect("a stream record"))
+        .collect()
+}
+
+/// Folded once, or again and again in the ways Lambda hands a batch over again (whole, grown
+/// by what came after it, shrunk, from a record in its middle that a failure named), every
+/// change is counted once, and the report reads as the writes say.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn the_fold_counts_each_change_once_however_its_batch_is_handed_over_again() {
+    let clients = moto().await;
+    let table = fresh_table(&clients).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
+    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
+    let tail = StreamTail::new(&moto_url(), &table);
+    let owner = Owner::parse("alice").expect("owner");
+    let settings = Settings::default();
+
+    let jobs = jobs_of(&store, std::slice::from_ref(&owner), 3).await;
+    let mut records = stream_of(&tail).await;
+    // Start one job and fail another, with their progress in between (which counts nothing).
+    let now = SystemClock.now();
+    let running = jobs[0].apply(Change::Start, now, &settings).expect("start");
+    store
+        .update(&jobs[0], &running, None, &Deltas::default())
+        .await
+        .expect("start");
+    let progressed = running
+        .apply(Change::Progress(Progress::new(50, "half")), now, &settings)
+        .expect("progress");
+    store
+        .update(&running, &progressed, None, &Deltas::default())
+        .await
+        .expect("progress");
+    let failed = jobs[1]
+        .apply(Change::Cancel, now, &settings)
+        .expect("cancel");
+    store
+        .update(&jobs[1], &failed, None, &Deltas::default())
+        .await
+        .expect("cancel");
+    records.extend(stream_of(&tail).await);
+    assert_eq!(
+        records.len(),
+        9,
+        "three headers and their inputs, three changes"
+    );
+
+    let first = fold.fold(&records[..2]).await.expect("fold");
+    assert_eq!(first.transactions, 1);
+    // The same batch again, grown: its first two records were folded.
+    let again = fold.fold(&records).await.expect("fold");
+    assert_eq!((again.already_folded, again.transactions), (2, 1));
+    // Whole, shrunk, and from a record in the middle: all folded before.
+    for batch in [&records[..], &records[..3], &records[2..]] {
+        let folded = fold.fold(batch).await.expect("fold");
+        assert_eq!(folded.transactions, 0, "{folded:?}");
+    }
+
+    let figures = store
+        .figures(&owner, now.minus(Duration::from_secs(3600)))
+        .await
+        .expect("figures");
+    assert_eq!(figures.gauges.get(&JobState::Queued), Some(&1));
+    assert_eq!(figures.gauges.get(&JobState::Running), Some(&1));
+    assert_eq!(figures.counters.get("accepted"), Some(&3));
+    assert_eq!(figures.counters.get("state:cancelled"), Some(&1));
+    assert_eq!(figures.counters.get("retried"), None);
+}
+
+/// A batch of more owners than one transaction holds is folded in several; a transaction whose
+/// answer was lost is found applied by its marker when it is sent again, and a fold that fails
+/// names the record to retry from, before which everything is folded.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_wide_batch_is_folded_in_chunks_each_once_through_lost_answers_and_failures() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let table = fresh_table(&clients).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
+    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
+    let tail = StreamTail::new(&moto_url(), &table);
+    // Each owner's first job touches two aggregates (gauges, the hour's counters).
+    let owners: Vec<Owner> = (0..120)
+        .map(|i| Owner::parse(&format!("owner-{i}")).expect("owner"))
+        .collect();
+    jobs_of(&store, &owners, owners.len()).await;
+    let records = stream_of(&tail).await;
+
+    // The first chunk's answer is lost on every attempt (it is applied), and without the
+    // proxy's memory of transaction tokens its retries meet the marker: applied before.
+    proxy.set_token_replay(false);
+    proxy.script(
+        "TransactWriteItems",
+        WireFault::ResetAfterForward,
+        Hits::FirstAttempt,
+    );
+    // The next chunk fails on every attempt.
+    let failure = {
+        proxy.script(
+            "TransactWriteItems",
+            WireFault::ServerError,
+            Hits::EveryAttempt,
+        );
+        fold.fold(&records)
+            .await
+            .expect_err("the second chunk fails")
+    };
+    let from = records
+        .iter()
+        .position(|r| r.dynamodb.sequence_number == failure.sequence_number)
+        .expect("the failure names a record of the batch");
+    assert!(from > 0, "the first chunk was folded");
+    assert!(
+        from < records.len() - 1,
+        "a chunk holds fewer than 120 owners"
+    );
+
+    let rest = fold.fold(&records[from..]).await.expect("fold");
+    assert!(rest.transactions >= 2, "{rest:?}");
+    let whole = fold.fold(&records).await.expect("fold");
+    assert_eq!(whole.transactions, 0, "everything was folded: {whole:?}");
+    assert_eq!(whole.already_folded, records.len());
+
+    for owner in [&owners[0], &owners[from], &owners[119]] {
+        let figures = store
+            .figures(owner, SystemClock.now().minus(Duration::from_secs(3600)))
+            .await
+            .expect("figures");
+        assert_eq!(figures.gauges.get(&JobState::Queued), Some(&1), "{owner}");
+        assert_eq!(figures.counters.get("accepted"), Some(&1), "{owner}");
+    }
+}
+
+/// A header the fold cannot read is left out of the report (and logged), and the batch goes on.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn an_unreadable_header_in_the_stream_is_left_out_and_its_batch_goes_on() {
+    let clients = moto().await;
+    let table = fresh_table(&clients).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
+    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
+    let tail = StreamTail::new(&moto_url(), &table);
+    let owner = Owner::parse("alice").expect("owner");
+    jobs_of(&store, std::slice::from_ref(&owner), 2).await;
+    let mut records = stream_of(&tail).await;
+    if let Some(image) = records[0].dynamodb.new_image.as_mut() {
+        image.inner_mut().insert(
+            "state".into(),
+            serde_dynamo::AttributeValue::S("lost".into()),
+        );
+    }
+    let folded = fold.fold(&records).await.expect("fold");
+    assert_eq!((folded.unreadable, folded.transactions), (1, 1));
+    let figures = store
+        .figures(&owner, SystemClock.now().minus(Duration::from_secs(3600)))
+        .await
+        .expect("figures");
+    assert_eq!(figures.counters.get("accepted"), Some(&1));
 }

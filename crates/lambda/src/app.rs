@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ackflow_aws::dynamo::ReportFold;
 use ackflow_aws::{AwsBackend, AwsConfig, BudgetError, Clients, ConfigError, SdkBudget};
 use ackflow_core::{Ackflow, SystemClock};
 use ackflow_http::{ApiState, OwnerResolver};
@@ -166,6 +167,9 @@ pub struct Function {
     pub app: Arc<Ackflow>,
     /// What the function read at startup.
     pub config: Arc<FunctionConfig>,
+    /// The fold of the table's change stream into the report's aggregates (the `sweeper`
+    /// function's second event source).
+    pub fold: ReportFold,
 }
 
 impl Function {
@@ -305,9 +309,11 @@ pub async fn function_from(
     let clock = Arc::new(SystemClock);
     let registry = registry_with(book, clock.clone(), config.demo);
     let app = Arc::new(backend.ackflow(registry, clock));
+    let fold = ReportFold::new(clients.dynamo.clone(), config.aws.table.clone());
     Ok(Function {
         app,
         config: Arc::new(config),
+        fold,
     })
 }
 

@@ -17,7 +17,8 @@
 //!   ([`ackflow_aws::AwsBackend`]), the shipped processors, the use cases.
 //! - [`deadline`]: [`answer_before_deadline`], the HTTP functions' own 503 ahead of the
 //!   invocation's deadline, so a client never gets API Gateway's bare one.
-//! - [`sweeper`]: the `sweeper` function's handler.
+//! - [`sweeper`]: the `sweeper` function's handler: the sweep on its schedule, the report's
+//!   aggregates folded from the table's stream.
 //! - [`telemetry`]: JSON logs for CloudWatch, EMF metrics flushed per invocation, the X-Ray
 //!   trace header adopted from the invocation.
 //! - `test_support` (feature `test-support`, never enabled by a function): the SQS event
@@ -38,5 +39,8 @@ pub use owner::JwtOwners;
 pub use sqs::{
     delivery_from_record, process_batch, process_record, BatchError, BatchOptions, RecordError,
 };
-pub use sweeper::{sweep, SweepError, SweepSummary};
+pub use sweeper::{
+    fold, housekeep, sweep, Housekeeping, StreamBatchResponse, StreamItemFailure, SweepError,
+    SweepSummary,
+};
 pub use telemetry::{flush_metrics, flushing, init_logs, init_metrics, instrument_router};

@@ -18,6 +18,8 @@
 //!   that loses answers after the write (a reset, a hang), answers 500 or throttling, or adds
 //!   latency, per logical SDK call from a seeded plan or a script, and replays transactions by
 //!   their token as DynamoDB does.
+//! - `stream` (feature `wire`): a table's DynamoDB stream read from moto server, and a store
+//!   whose report catches up with it before each read (the tests' event source mapping).
 //! - [`paused`]: [`paused::ClockHeld`] keeps tokio's paused clock still while a store call is
 //!   in flight, for stores that answer from threads of their own.
 //! - [`invariants`]: the restarted runtime that brings jobs to rest, and the legality checks of
@@ -69,6 +71,8 @@ pub mod paused;
 pub mod queue;
 pub mod redrive;
 pub mod store;
+#[cfg(feature = "wire")]
+pub mod stream;
 #[cfg(feature = "wire")]
 pub mod wire;
 

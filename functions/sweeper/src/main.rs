@@ -1,5 +1,6 @@
-//! The `sweeper` function: an EventBridge schedule invokes it every sweep period; each
-//! invocation runs one sweep (deadlines, lost messages, expired jobs). Any event is accepted.
+//! The `sweeper` function: the table's housekeeping. An EventBridge schedule invokes it every
+//! sweep period for one sweep (deadlines, lost messages, expired jobs); the table's stream
+//! invokes it with batches of changes, which it folds into the report's aggregates.
 
 use lambda_runtime::service_fn;
 
@@ -7,10 +8,10 @@ use lambda_runtime::service_fn;
 async fn main() -> Result<(), lambda_runtime::Error> {
     // Configuration read and clients built once per cold start, outside the handler.
     let function = ackflow_lambda::start(ackflow_lambda::FunctionKind::Sweeper).await?;
-    let app = function.app.as_ref();
+    let function = &function;
     // Metrics (jobs it fails past their deadline) are flushed at the end of each invocation.
     lambda_runtime::run(service_fn(|event| {
-        ackflow_lambda::flushing(ackflow_lambda::sweep(app, event))
+        ackflow_lambda::flushing(ackflow_lambda::housekeep(function, event))
     }))
     .await
 }

@@ -71,14 +71,18 @@ use aws_sdk_dynamodb::Client;
 
 use crate::error::{classify, unexpected};
 
+mod report_fold;
 mod store;
 
+pub use report_fold::{ChangeBatch, ChangeImages, FoldFailure, Folded, ReportFold, TableChange};
 pub use store::DynamoJobStore;
 
 /// Partition key of the table.
 pub const PK: &str = "PK";
 /// Sort key of the table.
 pub const SK: &str = "SK";
+/// Sort key of a job header.
+pub(crate) const HEADER: &str = "JOB";
 /// The TTL attribute (epoch seconds).
 pub const TTL: &str = "ttl";
 /// Index of an owner's jobs, newest first.

@@ -16,23 +16,17 @@ use aws_sdk_dynamodb::Client;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use serde_json::Value;
 
+use super::report_fold::{COUNTER_PREFIX, GAUGES};
 use super::{
     failed_at, get_item, job_pk, json_of, key, n, non_empty, number_attr, order_key, owner_pk,
-    parse_order_key, s, string_attr, time_key, transact, Item, TxError, AGGREGATE_SHARDS,
-    LIST_INDEX, LIST_PK, LIST_SK, OPEN_INDEX, OPEN_PK, OPEN_SK, PK, SK, SWEEP_INDEX, SWEEP_PK,
-    SWEEP_SHARDS, SWEEP_SK, TTL,
+    parse_order_key, s, string_attr, time_key, transact, Item, TxError, HEADER, LIST_INDEX,
+    LIST_PK, LIST_SK, OPEN_INDEX, OPEN_PK, OPEN_SK, PK, SK, SWEEP_INDEX, SWEEP_PK, SWEEP_SHARDS,
+    SWEEP_SK, TTL,
 };
 use crate::error::{build_failed, classify, unexpected};
 
-const HEADER: &str = "JOB";
 const INPUT: &str = "INPUT";
 const RESULT: &str = "RESULT";
-const GAUGES: &str = "GAUGES";
-/// Counter attributes are prefixed, so no counter name can collide with `PK`, `hour` or `ttl`.
-const COUNTER_PREFIX: &str = "c:";
-/// Hour items of the counters expire this long after their hour: far longer than any report
-/// window (a day by default), and the table does not grow without end.
-const COUNTER_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
 /// How much longer than its job a job's input and Idempotency-Key are kept at most
 /// ([`DynamoJobStore::records_expire_at`]).
 const RECORDS_MARGIN: Duration = Duration::from_secs(24 * 3600);
@@ -133,68 +127,6 @@ impl DynamoJobStore {
             .build()
             .map_err(|e| build_failed(what, e))?;
         Ok(TransactWriteItem::builder().update(update).build())
-    }
-
-    /// The writes that apply `deltas` to `owner`'s gauges and hour counters (none when empty).
-    fn aggregate_writes(
-        &self,
-        what: &'static str,
-        job: &Job,
-        deltas: &Deltas,
-    ) -> Result<Vec<TransactWriteItem>, PortError> {
-        let (owner, shard) = (&job.owner, aggregate_shard(job.id));
-        let mut writes = Vec::new();
-        // One ADD per attribute: DynamoDB refuses an expression that names one twice.
-        let mut gauges: BTreeMap<JobState, i64> = BTreeMap::new();
-        for (state, delta) in &deltas.gauges {
-            *gauges.entry(*state).or_default() += delta;
-        }
-        gauges.retain(|_, delta| *delta != 0);
-        if !gauges.is_empty() {
-            let (mut adds, mut names, mut values) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
-            for (i, (state, delta)) in gauges.iter().enumerate() {
-                adds.push(format!("#g{i} :g{i}"));
-                names.insert(format!("#g{i}"), state.as_str().to_owned());
-                values.insert(format!(":g{i}"), n(delta));
-            }
-            writes.push(self.transact_item_update(
-                what,
-                key(owner_pk(owner), &gauges_sk(shard)),
-                format!("ADD {}", adds.join(", ")),
-                None,
-                names,
-                values,
-            )?);
-        }
-        let mut counters: BTreeMap<&str, u64> = BTreeMap::new();
-        for (name, delta) in &deltas.counters {
-            *counters.entry(name.as_str()).or_default() += delta;
-        }
-        counters.retain(|_, delta| *delta != 0);
-        if !counters.is_empty() {
-            let (mut adds, mut names, mut values) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
-            for (i, (name, delta)) in counters.iter().enumerate() {
-                adds.push(format!("#c{i} :c{i}"));
-                names.insert(format!("#c{i}"), format!("{COUNTER_PREFIX}{name}"));
-                values.insert(format!(":c{i}"), n(delta));
-            }
-            names.insert("#hour".into(), "hour".into());
-            names.insert("#ttl".into(), TTL.into());
-            values.insert(":hour".into(), n(deltas.hour.as_millis()));
-            values.insert(
-                ":ttl".into(),
-                n(deltas.hour.plus(COUNTER_RETENTION).as_secs()),
-            );
-            writes.push(self.transact_item_update(
-                what,
-                key(owner_pk(owner), &hour_sk(deltas.hour, shard)),
-                format!("ADD {} SET #hour = :hour, #ttl = :ttl", adds.join(", ")),
-                None,
-                names,
-                values,
-            )?);
-        }
-        Ok(writes)
     }
 
     /// Who holds an Idempotency-Key that a create found taken: the job its record names, and
@@ -324,20 +256,6 @@ fn page_limit(n: usize) -> i32 {
     i32::try_from(n.clamp(1, MAX_PAGE)).unwrap_or(1)
 }
 
-fn gauges_sk(shard: u8) -> String {
-    format!("{GAUGES}#{shard}")
-}
-
-fn hour_sk(hour: Timestamp, shard: u8) -> String {
-    format!("HOUR#{}#{shard}", time_key(hour))
-}
-
-/// The aggregate shard a job's deltas go to: from its random id, so that an owner's concurrent
-/// transitions spread over [`AGGREGATE_SHARDS`] items instead of all waiting on one.
-fn aggregate_shard(id: JobId) -> u8 {
-    id.as_uuid().as_bytes()[14] % AGGREGATE_SHARDS
-}
-
 fn key_sk(key: &IdempotencyKey) -> String {
     format!("KEY#{key}")
 }
@@ -455,7 +373,6 @@ impl JobStore for DynamoJobStore {
                 }
                 items.push(self.transact_item_put(WHAT, item, Some(condition))?);
             }
-            items.extend(self.aggregate_writes(WHAT, job, &Deltas::created(job))?);
 
             match transact(&self.client, WHAT, items).await {
                 Ok(()) => return Ok(Created::New),
@@ -564,7 +481,9 @@ impl JobStore for DynamoJobStore {
         before: &Job,
         after: &Job,
         result: Option<&Value>,
-        deltas: &Deltas,
+        // The report's aggregates are folded from the table's stream ([`super::ReportFold`]),
+        // from the header's images: the write does not carry them.
+        _deltas: &Deltas,
     ) -> Result<(), WriteError> {
         const WHAT: &str = "update a job";
         if before.id != after.id || before.owner != after.owner || before.kind != after.kind {
@@ -632,7 +551,6 @@ impl JobStore for DynamoJobStore {
                 )?);
             }
         }
-        items.extend(self.aggregate_writes(WHAT, after, deltas)?);
 
         if items.is_empty() {
             // Only the header changes (progress, a lease taken over by the same state...):
