@@ -1258,7 +1258,7 @@ async fn a_wide_batch_is_folded_in_chunks_each_once_through_lost_answers_and_fai
     let tail = StreamTail::new(&moto_url(), &table);
     // Each owner's first job touches two aggregates (gauges, the hour's counters).
     let owners: Vec<Owner> = (0..120)
-        .map(|i| Owner::parse(&format!("owner-{i}")).expect("owner"))
+        .map(|i| Owner::parse(format!("owner-{i}")).expect("owner"))
         .collect();
     jobs_of(&store, &owners, owners.len()).await;
     let records = stream_of(&tail).await;

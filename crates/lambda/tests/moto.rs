@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use ackflow_aws::schema::{create_queues, create_table};
 use ackflow_aws::{https_client, Clients};
 use ackflow_lambda::test_support::{sqs_event, SqsRecord, QUEUE_ARN};
-use ackflow_lambda::{function_from, process_batch, BatchOptions, Function, FunctionConfig};
+use ackflow_lambda::{
+    function_from, housekeep, process_batch, BatchOptions, Function, FunctionConfig, Housekeeping,
+};
+use ackflow_testkit::stream::StreamTail;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -22,10 +25,12 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 async fn moto() -> Clients {
-    let url = std::env::var("ACKFLOW_MOTO_URL").expect(
+    assert!(
+        std::env::var("ACKFLOW_MOTO_URL").is_ok(),
         "ACKFLOW_MOTO_URL is not set: run infra/scripts/test-all, or \
          export ACKFLOW_MOTO_URL=$(infra/scripts/moto start)",
     );
+    let url = moto_url();
     // Explicit, never from the process environment that tests share.
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
@@ -38,6 +43,10 @@ async fn moto() -> Clients {
 }
 
 /// A function over a fresh queue pair and table with unique names.
+fn moto_url() -> String {
+    std::env::var("ACKFLOW_MOTO_URL").expect("ACKFLOW_MOTO_URL")
+}
+
 async fn function(clients: &Clients) -> (Function, String) {
     let name = format!("lambda-{}", uuid_like());
     let (queue_url, dlq_url) = create_queues(&clients.sqs, &name, 6, 1)
@@ -164,4 +173,68 @@ async fn a_function_built_from_its_configuration_serves_the_api_and_works_its_qu
         // The order can only succeed if the order book seeded its stock on first use.
         assert_eq!(view["state"], "succeeded", "{view}");
     }
+}
+
+/// The `sweeper` function handed the table's stream, as its event source mapping hands it:
+/// the report the API serves counts the jobs once, however often a batch comes again; a
+/// scheduled event still sweeps.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn the_sweeper_folds_the_tables_stream_into_the_report_once() {
+    let clients = moto().await;
+    let (function, queue_url) = function(&clients).await;
+    let tail = StreamTail::new(&moto_url(), &function.config.aws.table);
+
+    for _ in 0..2 {
+        let (status, job) = call(&function, &fixture("apigw-v2-post-job.json")).await;
+        assert_eq!(status, 202, "{job}");
+        let mut fresh = fixture("apigw-v2-post-job.json");
+        fresh["headers"]
+            .as_object_mut()
+            .unwrap()
+            .remove("idempotency-key");
+        let (status, job) = call(&function, &fresh).await;
+        assert_eq!(status, 202, "{job}");
+    }
+    let event = receive_event(&clients, &queue_url, 3).await;
+    let response = process_batch(
+        &function.app,
+        LambdaEvent::new(event, Context::default()),
+        &BatchOptions::default(),
+    )
+    .await
+    .expect("batch");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+
+    let (status, before) = call(&function, &fixture("apigw-v2-get-report.json")).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["accepted"], 0, "nothing folded yet: {before}");
+
+    let records = tail.next_records().await.expect("the stream");
+    let batch = json!({ "Records": records });
+    for _ in 0..2 {
+        let answer = housekeep(
+            &function,
+            LambdaEvent::new(batch.clone(), Context::default()),
+        )
+        .await
+        .expect("folded");
+        assert_eq!(
+            serde_json::to_value(&answer).expect("JSON"),
+            json!({"batchItemFailures": []})
+        );
+    }
+    let (status, after) = call(&function, &fixture("apigw-v2-get-report.json")).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["accepted"], 3,
+        "one job replayed, three accepted: {after}"
+    );
+    assert_eq!(after["counts"]["succeeded"], 3, "{after}");
+    assert_eq!(after["counts"]["queued"], 0, "{after}");
+
+    let swept = housekeep(&function, LambdaEvent::new(json!({}), Context::default()))
+        .await
+        .expect("swept");
+    assert!(matches!(swept, Housekeeping::Swept(_)), "{swept:?}");
 }

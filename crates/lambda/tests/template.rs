@@ -227,6 +227,68 @@ fn batch_item_failure_violations(t: &Value) -> Vec<String> {
     out
 }
 
+/// The table's stream reaches the sweeper's fold as exactly-once folding needs it: new and old
+/// images, job headers only, batches never bisected and retried until folded, the first record
+/// not folded reported; the sweeper reads that stream alone.
+fn stream_fold_violations(t: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if props(t, "Table")["StreamSpecification"]["StreamViewType"] != "NEW_AND_OLD_IMAGES" {
+        out.push("the table's stream does not carry new and old images".to_owned());
+    }
+    let stream = json!({"Fn::GetAtt": ["Table", "StreamArn"]});
+    let mappings: Vec<_> = of_type(t, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .filter(|(_, m)| m["Properties"]["EventSourceArn"] == stream)
+        .collect();
+    let [(name, mapping)] = mappings[..] else {
+        out.push(format!(
+            "{} mappings of the table's stream, not one",
+            mappings.len()
+        ));
+        return out;
+    };
+    let p = &mapping["Properties"];
+    let expect = [
+        ("FunctionName", json!({"Ref": "SweeperFunction"})),
+        ("BisectBatchOnFunctionError", json!(false)),
+        ("MaximumRetryAttempts", json!(-1)),
+        ("FunctionResponseTypes", json!(["ReportBatchItemFailures"])),
+    ];
+    for (key, want) in expect {
+        if p[key] != want {
+            out.push(format!("{name}.{key} is {}, not {want}", p[key]));
+        }
+    }
+    let header_only = json!({"dynamodb": {"Keys": {"SK": {"S": [dynamo::HEADER]}}}});
+    let patterns: Vec<Value> = p["FilterCriteria"]["Filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| serde_json::from_str(f["Pattern"].as_str()?).ok())
+        .collect();
+    if patterns != [header_only.clone()] {
+        out.push(format!("{name} filters {patterns:?}, not {header_only}"));
+    }
+    let reads_stream = props(t, "SweeperFunction")["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| policy["Statement"].as_array().into_iter().flatten())
+        .filter(|s| {
+            s["Action"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!("dynamodb:GetRecords")))
+        })
+        .map(|s| s["Resource"].clone())
+        .collect::<Vec<_>>();
+    if reads_stream != [stream.clone()] {
+        out.push(format!(
+            "the sweeper reads {reads_stream:?}, not the table's stream alone"
+        ));
+    }
+    out
+}
+
 /// maxReceiveCount = MaxAttempts + Settings::RECEIVE_SLACK (> 1) for every allowed MaxAttempts, and the
 /// functions get their attempt budget from the same parameter.
 fn redrive_violations(t: &Value) -> Vec<String> {
@@ -698,6 +760,11 @@ fn the_worker_reports_batch_item_failures() {
 }
 
 #[test]
+fn the_tables_stream_reaches_the_fold_as_exactly_once_folding_needs() {
+    assert_eq!(stream_fold_violations(&template()), Vec::<String>::new());
+}
+
+#[test]
 fn max_receive_count_is_the_attempt_budget_plus_slack() {
     assert_eq!(redrive_violations(&template()), Vec::<String>::new());
 }
@@ -800,6 +867,23 @@ fn broken(edit: impl FnOnce(&mut Value)) -> Value {
     let mut t = template();
     edit(&mut t);
     t
+}
+
+#[test]
+fn a_stream_mapping_that_bisects_or_gives_up_or_reads_everything_is_caught() {
+    let t = broken(|t| {
+        t["Resources"]["ReportFoldMapping"]["Properties"]["BisectBatchOnFunctionError"] =
+            json!(true);
+        t["Resources"]["ReportFoldMapping"]["Properties"]["MaximumRetryAttempts"] = json!(3);
+        t["Resources"]["ReportFoldMapping"]["Properties"]["FilterCriteria"] = json!(null);
+        t["Resources"]["Table"]["Properties"]["StreamSpecification"] = json!(null);
+    });
+    assert_eq!(
+        stream_fold_violations(&t).len(),
+        4,
+        "{:?}",
+        stream_fold_violations(&t)
+    );
 }
 
 #[test]

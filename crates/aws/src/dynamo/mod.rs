@@ -82,7 +82,7 @@ pub const PK: &str = "PK";
 /// Sort key of the table.
 pub const SK: &str = "SK";
 /// Sort key of a job header.
-pub(crate) const HEADER: &str = "JOB";
+pub const HEADER: &str = "JOB";
 /// The TTL attribute (epoch seconds).
 pub const TTL: &str = "ttl";
 /// Index of an owner's jobs, newest first.
