@@ -208,7 +208,10 @@ pub struct Figures {
 /// Where jobs live: the header, the input and the result apart, plus the report's aggregates.
 ///
 /// Every change is a conditional write on the revision the caller read ([`JobStore::update`]).
-/// Aggregates change in the same atomic write as the job, from the [`Deltas`] the core computes.
+/// Aggregates change by the [`Deltas`] the core computes from the job before and after a write:
+/// in the same atomic write as the job (SQLite), or folded from the store's own record of its
+/// writes soon after (DynamoDB: its table's stream), where the report then lags the jobs by
+/// that delay. Either way each write counts once.
 #[async_trait]
 pub trait JobStore: Send + Sync + std::fmt::Debug {
     /// Writes a new job, its input and (if any) its Idempotency-Key record atomically. When the
@@ -251,7 +254,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Replaces `before` with `after` only if the stored job is still at `before.revision`;
-    /// stores `result` beside it when given, and applies `deltas` to the aggregates, all atomically.
+    /// stores `result` beside it when given, all atomically; and applies `deltas` to the
+    /// aggregates, atomically with it or folded from the write later (see the trait).
     async fn update(
         &self,
         before: &Job,

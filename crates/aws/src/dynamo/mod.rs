@@ -14,8 +14,9 @@
 //! | job input | `JOB#{id}` | `INPUT` | `owner`, `json` (S: the input as JSON text) | `ttl` from its write: a day past the latest the job can expire (deadline + retention), moved by a reopen |
 //! | job result | `JOB#{id}` | `RESULT` | `owner`, `json` (S) | `ttl` (written when the job succeeds) |
 //! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` as the input's; taken only while its job exists and has not expired |
-//! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD) | — |
-//! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD | `ttl` = the hour + 35 days |
+//! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD by [`ReportFold`]) | — |
+//! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD by [`ReportFold`] | `ttl` = the hour + 35 days |
+//! | fold marker | `FOLD#{event id}` | `FOLD` | `last` (S: the sequence number of the last stream record its fold applied) | `ttl` = its write + 48 h |
 //! | stock (the `order` example's, as all three below) | `STOCK#{sku}` | `STOCK` | `sku`, `available` (N) | — |
 //! | reservation | `ORDER#{id}` | `RESERVATION` | `lines` (S, JSON) | — |
 //! | confirmed order | `ORDER#{id}` | `ORDER` | every field of the `order` example's `ConfirmedOrder` (serde_dynamo) | — |
@@ -37,10 +38,16 @@
 //!   needs) or with its result (what a status shows) is one consistent `Query` of a key range.
 //! - Keys, gauges and counters are scoped by owner in the partition key, so owners never share
 //!   an Idempotency-Key or a counter, whatever characters their names hold.
+//! - The report's gauges and hour counters are not written with the jobs: the table's stream
+//!   (new and old images) carries every header write to [`ReportFold`], which adds what it
+//!   changes to them, exactly once, a batch of changes at a time (the `sweeper` function, on
+//!   the stream's event source mapping). A job's writes then change its header and its input or
+//!   result alone: one `PutItem` when only the header changes (a start, a failure, progress).
+//!   The report lags the jobs by the stream's delay (about a second on AWS).
 //! - Gauges and hour counters are spread over [`AGGREGATE_SHARDS`] items per owner (`{s}`, from
-//!   the job id): every transition adds to them inside its transaction, DynamoDB refuses a
-//!   transaction on an item another one is writing (`TransactionConflict`, retried), and with
-//!   authentication off every job has the same owner. `figures` sums the shards.
+//!   the fold's first record): folds of different stream shards run at once, and DynamoDB
+//!   refuses a transaction on an item another one is writing (`TransactionConflict`, retried).
+//!   `figures` sums the shards.
 //! - The sweep index is sharded by job id over [`SWEEP_SHARDS`] partitions: every transition of
 //!   every owner writes it, and one partition of an index takes about 1000 writes a second.
 //!   `due_for_sweep` queries every shard and merges. (The shard count may only grow with a
@@ -195,9 +202,9 @@ pub enum TxError {
 pub const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
 /// How often a transaction that lost a race (`TransactionConflict`: another transaction held
-/// one of its items) or was throttled is tried. Conflicts are routine here: every transition of
-/// an owner's jobs adds to the same gauges item, and racing reservations take from the same
-/// stock item; SQLite would have made them wait, DynamoDB refuses them at once.
+/// one of its items) or was throttled is tried. Conflicts are routine here: concurrent folds add
+/// to the same aggregate items, and racing reservations take from the same stock item; SQLite
+/// would have made them wait, DynamoDB refuses them at once.
 const TX_TRIES: u32 = 8;
 
 /// Whether the condition of the transaction's item `index` is what cancelled it.

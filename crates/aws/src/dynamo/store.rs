@@ -39,10 +39,11 @@ const LIST_ROUNDS: usize = 10;
 
 /// The job store of the AWS runtime: one DynamoDB table (see [`super`] for its layout).
 ///
-/// `create` and `update` are single `TransactWriteItems` calls: the header (conditional on
-/// `attribute_not_exists` when new and on `revision` when changed), the input or result, the
-/// Idempotency-Key, and the aggregates (gauges and the hour's counters, with `ADD`), all or
-/// nothing. Reads of a job are consistent.
+/// `create` is one `TransactWriteItems`: the header (conditional on `attribute_not_exists`),
+/// the input and the Idempotency-Key, all or nothing. `update` is a conditional `PutItem` of the
+/// header (on its `revision`) when nothing else changes, and a transaction with the result (or
+/// a reopened job's records) otherwise. The report's aggregates are not written here: they are
+/// folded from the table's stream ([`super::ReportFold`]). Reads of a job are consistent.
 #[derive(Debug, Clone)]
 pub struct DynamoJobStore {
     client: Client,
