@@ -43,7 +43,7 @@
 //!   changes to them, exactly once, a batch of changes at a time (the `sweeper` function, on
 //!   the stream's event source mapping). A job's writes then change its header and its input or
 //!   result alone: one `PutItem` when only the header changes (a start, a failure, progress).
-//!   The report lags the jobs by the stream's delay (about a second on AWS).
+//!   The report lags the jobs by the stream's delay and the mapping's batching window (5 s).
 //! - Gauges and hour counters are spread over [`AGGREGATE_SHARDS`] items per owner (`{s}`, from
 //!   the fold's first record): folds of different stream shards run at once, and DynamoDB
 //!   refuses a transaction on an item another one is writing (`TransactionConflict`, retried).
