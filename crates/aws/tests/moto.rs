@@ -21,8 +21,8 @@ use ackflow_aws::{https_client, schema, timeouts, Clients, DynamoJobStore, SqsQu
 use ackflow_core::report::Deltas;
 use ackflow_core::{
     Ackflow, Change, Clock, CorrelationId, Created, Disposition, IdempotencyKey, Job, JobId,
-    JobState, JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError, Progress,
-    Queue, QueueDepth, Settings, Submission, SystemClock, WriteError,
+    JobPart, JobState, JobStore, Kind, ManualClock, NewJob, OutgoingMessage, Owner, PortError,
+    Progress, Queue, QueueDepth, Settings, Submission, SystemClock, WriteError,
 };
 use ackflow_processors::order::{DynamoOrderBook, OrderBook};
 use ackflow_processors::registry_with;
@@ -32,6 +32,7 @@ use ackflow_testkit::{OrderBookFixture, QueueFixture, RealTime, RedriveFixture, 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::config::Credentials;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1333,4 +1334,75 @@ async fn an_unreadable_header_in_the_stream_is_left_out_and_its_batch_goes_on() 
         .await
         .expect("figures");
     assert_eq!(figures.counters.get("accepted"), Some(&1));
+}
+
+/// A small result is kept in the job's header, so the write that ends the job is one
+/// `PutItem`; a large one gets an item of its own, in a transaction. Both read back whole,
+/// with the job and alone.
+#[tokio::test]
+#[ignore = "needs moto server: run infra/scripts/test-all"]
+async fn a_small_result_sits_in_the_header_and_a_large_one_beside_it() {
+    let (proxy, clients) = behind_proxy(3).await;
+    let table = fresh_table(&clients).await;
+    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
+    let owner = Owner::parse("alice").expect("owner");
+    let settings = Settings::default();
+    let large = json!({"text": "x".repeat(2000)});
+    for (result, own_item) in [(json!({"total_cents": 2500}), false), (large, true)] {
+        let mut job = new_job(&owner);
+        job.idempotency_key = None;
+        store.create(&job, &json!({}), None).await.expect("create");
+        let now = SystemClock.now();
+        let running = job.apply(Change::Start, now, &settings).expect("start");
+        store
+            .update(&job, &running, None, &Deltas::default())
+            .await
+            .expect("start");
+        let done = running
+            .apply(Change::Succeed, now, &settings)
+            .expect("succeed");
+        let (puts, transactions) = (
+            proxy.stats().operation("PutItem").calls,
+            proxy.stats().operation("TransactWriteItems").calls,
+        );
+        store
+            .update(&running, &done, Some(&result), &Deltas::default())
+            .await
+            .expect("succeed");
+        assert_eq!(
+            (
+                proxy.stats().operation("PutItem").calls - puts,
+                proxy.stats().operation("TransactWriteItems").calls - transactions,
+            ),
+            if own_item { (0, 1) } else { (1, 0) },
+            "{}",
+            proxy.stats()
+        );
+        let item = clients
+            .dynamo
+            .get_item()
+            .table_name(&table)
+            .key("PK", AttributeValue::S(format!("JOB#{}", job.id)))
+            .key("SK", AttributeValue::S("RESULT".into()))
+            .send()
+            .await
+            .expect("get item")
+            .item;
+        assert_eq!(item.is_some(), own_item);
+        let (read, with) = store
+            .get_with(&owner, job.id, JobPart::Result)
+            .await
+            .expect("read")
+            .expect("the job");
+        assert_eq!(
+            (read.state, with),
+            (JobState::Succeeded, Some(result.clone()))
+        );
+        assert_eq!(
+            store.result(&owner, job.id).await.expect("result"),
+            Some(result)
+        );
+        let stranger = Owner::parse("mallory").expect("owner");
+        assert_eq!(store.result(&stranger, job.id).await.expect("result"), None);
+    }
 }

@@ -10,9 +10,9 @@
 //!
 //! | item | `PK` | `SK` | attributes | in indexes / TTL |
 //! |---|---|---|---|---|
-//! | job header | `JOB#{id}` | `JOB` | every field of [`ackflow_core::Job`] (serde_dynamo; its timestamps as RFC 3339 text), among them `owner` and `revision` (N, the fence of every write) | `ListByOwner` always; `DueForSweep` and `OpenByOwner` while not terminal; `ttl` once terminal |
+//! | job header | `JOB#{id}` | `JOB` | every field of [`ackflow_core::Job`] (serde_dynamo; its timestamps as RFC 3339 text), among them `owner` and `revision` (N, the fence of every write); `result_json` (S), a result of at most 1 KiB as JSON text | `ListByOwner` always; `DueForSweep` and `OpenByOwner` while not terminal; `ttl` once terminal |
 //! | job input | `JOB#{id}` | `INPUT` | `owner`, `json` (S: the input as JSON text) | `ttl` from its write: a day past the latest the job can expire (deadline + retention), moved by a reopen |
-//! | job result | `JOB#{id}` | `RESULT` | `owner`, `json` (S) | `ttl` (written when the job succeeds) |
+//! | job result (over 1 KiB) | `JOB#{id}` | `RESULT` | `owner`, `json` (S) | `ttl` (written when the job succeeds) |
 //! | Idempotency-Key | `OWNER#{owner}` | `KEY#{key}` | `job_id`, `body_hash` | `ttl` as the input's; taken only while its job exists and has not expired |
 //! | gauges (a shard) | `OWNER#{owner}` | `GAUGES#{s}` | `queued`, `running` (N, changed with ADD by [`ReportFold`]) | — |
 //! | counters of an hour (a shard) | `OWNER#{owner}` | `HOUR#{T}#{s}` | `hour` (N, ms); one N per counter, named `c:{counter}` (`c:accepted`, `c:state:failed`, `c:latency:7`, `c:failure:{type}`), changed with ADD by [`ReportFold`] | `ttl` = the hour + 35 days |
@@ -42,7 +42,8 @@
 //!   (new and old images) carries every header write to [`ReportFold`], which adds what it
 //!   changes to them, exactly once, a batch of changes at a time (the `sweeper` function, on
 //!   the stream's event source mapping). A job's writes then change its header and its input or
-//!   result alone: one `PutItem` when only the header changes (a start, a failure, progress).
+//!   result alone: one `PutItem` when only the header changes (a start, a failure, progress,
+//!   a success whose result is small enough to sit in the header).
 //!   The report lags the jobs by the stream's delay and the mapping's batching window (5 s).
 //! - Gauges and hour counters are spread over [`AGGREGATE_SHARDS`] items per owner (`{s}`, from
 //!   the fold's first record): folds of different stream shards run at once, and DynamoDB

@@ -27,6 +27,14 @@ use crate::error::{build_failed, classify, unexpected};
 
 const INPUT: &str = "INPUT";
 const RESULT: &str = "RESULT";
+/// The header attribute that holds a result of at most [`INLINE_RESULT_MAX`] bytes (JSON text).
+const RESULT_JSON: &str = "result_json";
+/// The largest result (as JSON text) kept in the job's header rather than in an item of its own.
+/// The write that ends a job is then one `PutItem` of 1–2 write units instead of a transaction
+/// of two items at twice the units each (4 or more), and a status read finds it in the header.
+/// Larger ones get an item of their own, so that listings (the index holds whole headers) stay
+/// light.
+const INLINE_RESULT_MAX: usize = 1024;
 /// How much longer than its job a job's input and Idempotency-Key are kept at most
 /// ([`DynamoJobStore::records_expire_at`]).
 const RECORDS_MARGIN: Duration = Duration::from_secs(24 * 3600);
@@ -301,18 +309,19 @@ fn header_item(job: &Job, what: &'static str) -> Result<Item, PortError> {
     Ok(item)
 }
 
-/// The input or result item of a job.
-fn json_item(job: &Job, sk: &str, value: &Value, what: &'static str) -> Result<Item, PortError> {
+/// The input or result item of a job, holding `json` (the value as JSON text).
+fn json_item(job: &Job, sk: &str, json: String) -> Item {
     let mut item = key(job_pk(job.id), sk);
     item.insert("owner".into(), s(job.owner.as_str()));
-    item.insert(
-        "json".into(),
-        s(serde_json::to_string(value).map_err(|e| PortError::failed(what, e))?),
-    );
+    item.insert("json".into(), s(json));
     if let Some(ttl) = ttl_of(job) {
         item.insert(TTL.into(), n(ttl));
     }
-    Ok(item)
+    item
+}
+
+fn json_text(value: &Value, what: &'static str) -> Result<String, PortError> {
+    serde_json::to_string(value).map_err(|e| PortError::failed(what, e))
 }
 
 /// The JSON of an input or result item, if it is `owner`'s (another owner's reads as absent).
@@ -347,7 +356,7 @@ impl JobStore for DynamoJobStore {
         // then conditional on that stale holder, so a racing create cannot lose its key.
         let mut stale: Option<JobId> = None;
         for _ in 0..2 {
-            let mut input_item = json_item(job, INPUT, input, WHAT)?;
+            let mut input_item = json_item(job, INPUT, json_text(input, WHAT)?);
             input_item.insert(TTL.into(), n(records_expire_at));
             let mut items = vec![
                 self.transact_item_put(WHAT, header_item(job, WHAT)?, Some(Condition::absent()))?,
@@ -462,19 +471,29 @@ impl JobStore for DynamoJobStore {
         let Some(header) = header else {
             return Ok(None);
         };
+        let inline = string_attr(&header, RESULT_JSON).map(str::to_owned);
         let job = read_job(header, WHAT)?;
         if job.owner != *owner {
             return Ok(None);
         }
-        // A result is shown only once the header says there is one, as `result` is read.
-        let wanted = part == JobPart::Input || job.has_result;
-        let value = owned_json(part_item.filter(|_| wanted), owner, WHAT)?;
+        // A result is shown only once the header says there is one.
+        let value = match (part, inline) {
+            (JobPart::Input, _) => owned_json(part_item, owner, WHAT)?,
+            (JobPart::Result, _) if !job.has_result => None,
+            (JobPart::Result, Some(text)) => {
+                Some(serde_json::from_str(&text).map_err(|e| PortError::failed(WHAT, e))?)
+            }
+            (JobPart::Result, None) => owned_json(part_item, owner, WHAT)?,
+        };
         Ok(Some((job, value)))
     }
 
+    /// The result is in the header or beside it: one query of both, as [`Self::get_with`].
     async fn result(&self, owner: &Owner, id: JobId) -> Result<Option<Value>, PortError> {
-        self.read_json("read a job's result", owner, id, RESULT)
-            .await
+        Ok(self
+            .get_with(owner, id, JobPart::Result)
+            .await?
+            .and_then(|(_, result)| result))
     }
 
     async fn update(
@@ -510,17 +529,18 @@ impl JobStore for DynamoJobStore {
             ]
             .into(),
         };
-        let header = header_item(after, WHAT)?;
+        let mut header = header_item(after, WHAT)?;
         // Everything else the write changes, in the same transaction as the header.
         let mut items = Vec::new();
         if let Some(result) = result {
             // Fencing on the revision means only the one write that made the job succeed
-            // gets here.
-            items.push(self.transact_item_put(
-                WHAT,
-                json_item(after, RESULT, result, WHAT)?,
-                None,
-            )?);
+            // gets here (no change leaves `succeeded`, so no later write drops it).
+            let text = json_text(result, WHAT)?;
+            if text.len() <= INLINE_RESULT_MAX {
+                header.insert(RESULT_JSON.into(), s(text));
+            } else {
+                items.push(self.transact_item_put(WHAT, json_item(after, RESULT, text), None)?);
+            }
         }
         if after.deadline != before.deadline {
             // A reopen: the job has a new deadline, so its records are kept longer
