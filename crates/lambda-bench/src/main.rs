@@ -2,7 +2,7 @@
 //! on 127.0.0.1 and measures it, as `infra/scripts/bench-lambda` runs it:
 //!
 //! ```text
-//! runtime-stub --function api|status|worker|sweeper|hello --binary PATH
+//! runtime-stub --function api|status|worker|sweeper|fold|hello --binary PATH
 //!              [--n N] [--batch K] [--moto-pid PID] [--panic-check] [--log FILE] [--events DIR]
 //! ```
 //!
@@ -13,7 +13,10 @@
 //!    core; `worker`: (N + 1) × K demo jobs accepted through the core (as `api` does), their
 //!    messages received from the queue and wrapped K records to an SQS event (`--batch K`,
 //!    1 to 10, default 1);
-//!    `sweeper`: the scheduled event; `hello`: `{}`. (`hello` needs no moto.)
+//!    `sweeper`: the scheduled event; `fold` (the `sweeper` binary): (N + 1) × K demo jobs
+//!    accepted and worked through the core, and the job header records of the table's stream,
+//!    the records of K jobs to a stream batch (`--batch K`: jobs per batch, as a batching window
+//!    gathers them); `hello`: `{}`. (`hello` needs no moto.)
 //! 2. Execs the binary with the environment of a Lambda sandbox (`AWS_LAMBDA_RUNTIME_API`, the
 //!    function's name, memory, version) plus its queue and table, and times exec → its first
 //!    `next` request (init), then the first invocation (handed out → answered), then N more
@@ -47,6 +50,7 @@ use ackflow_lambda::FunctionConfig;
 use ackflow_lambda_bench::runtime_api::{Invocation, RuntimeApi, Seen};
 use ackflow_lambda_bench::tally::{self, Counts};
 use ackflow_lambda_bench::{check_response, percentile, process_cpu, Target};
+use ackflow_testkit::stream::StreamTail;
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use serde_json::{json, Value};
@@ -94,14 +98,15 @@ fn parse_args() -> Result<Args> {
     }
     let name = name.ok_or_else(|| anyhow!("--function is required"))?;
     let target = Target::from_name(&name)
-        .ok_or_else(|| anyhow!("--function must be api, status, worker, sweeper or hello"))?;
+        .ok_or_else(|| anyhow!("--function must be api, status, worker, sweeper, fold or hello"))?;
     ensure!(
         !panic_check || target == Target::Worker,
         "--panic-check is for the worker"
     );
     ensure!(
-        (1..=10).contains(&batch) && (batch == 1 || target == Target::Worker),
-        "--batch is for the worker, 1 to 10 records (an SQS batch)"
+        (1..=10).contains(&batch)
+            && (batch == 1 || matches!(target, Target::Worker | Target::Fold)),
+        "--batch is for the worker, 1 to 10 records (an SQS batch), and fold, 1 to 10 jobs"
     );
     Ok(Args {
         target,
@@ -223,6 +228,7 @@ async fn prepare(args: &Args) -> Result<(HashMap<String, String>, Vec<Planned>)>
             count
         ],
         Target::Worker => worker_plan(args, &function, &clients.sqs, &queue_url, &name).await?,
+        Target::Fold => fold_plan(args, &function, &name).await?,
         Target::Hello => Vec::new(),
     };
     Ok((vars, plan))
@@ -330,6 +336,67 @@ async fn worker_plan(
             })
         })
         .collect()
+}
+
+/// N + 1 stream batches, each the job header records of K jobs accepted and worked through the
+/// core, in stream order: what the table's stream mapping hands the `sweeper`.
+async fn fold_plan(
+    args: &Args,
+    function: &ackflow_lambda::Function,
+    table: &str,
+) -> Result<Vec<Planned>> {
+    let mut jobs = Vec::new();
+    for _ in 0..(args.n + 1) * args.batch {
+        jobs.push(accept(function, json!({})).await?);
+    }
+    let started = Instant::now();
+    let mut done = 0;
+    while done < jobs.len() {
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {done} of {} jobs were worked",
+            jobs.len()
+        );
+        for received in function
+            .app
+            .receive(10)
+            .await
+            .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?
+        {
+            function
+                .app
+                .work(&received)
+                .await
+                .map_err(|e| anyhow!(ackflow_core::error_chain(&e)))?;
+            done += 1;
+        }
+    }
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL")?;
+    let records = StreamTail::new(&endpoint, table)
+        .next_records()
+        .await
+        .map_err(|e| anyhow!("the table's stream: {e}"))?;
+    let mut batches: Vec<Vec<Value>> = vec![Vec::new(); args.n + 1];
+    for record in records {
+        // Job headers only, as the template's filter; each job's records to its batch.
+        if record["dynamodb"]["Keys"]["SK"]["S"] != ackflow_aws::dynamo::HEADER {
+            continue;
+        }
+        let pk = record["dynamodb"]["Keys"]["PK"]["S"].as_str().unwrap_or("");
+        let job = pk.strip_prefix("JOB#").unwrap_or(pk);
+        let index = jobs
+            .iter()
+            .position(|j| j == job)
+            .ok_or_else(|| anyhow!("a record of an unknown job {job}"))?;
+        batches[index / args.batch].push(record);
+    }
+    Ok(batches
+        .into_iter()
+        .map(|records| Planned {
+            event: json!({ "Records": records }),
+            failed: Vec::new(),
+        })
+        .collect())
 }
 
 /// Kills the function when the run ends, however it ends.
