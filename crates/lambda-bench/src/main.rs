@@ -4,6 +4,7 @@
 //! ```text
 //! runtime-stub --function api|status|worker|sweeper|fold|hello --binary PATH
 //!              [--n N] [--batch K] [--moto-pid PID] [--panic-check] [--log FILE] [--events DIR]
+//!              [--connections keep-alive|close]
 //! ```
 //!
 //! 1. Before the function starts, on the moto server the SDK is pointed at (`AWS_ENDPOINT_URL`):
@@ -48,7 +49,7 @@ use ackflow_core::{CorrelationId, Owner};
 use ackflow_lambda::test_support::{sqs_event, SqsRecord};
 use ackflow_lambda::FunctionConfig;
 use ackflow_lambda_bench::runtime_api::{Invocation, RuntimeApi, Seen};
-use ackflow_lambda_bench::tally::{self, Counts};
+use ackflow_lambda_bench::tally::{self, Connections, Counts};
 use ackflow_lambda_bench::{check_response, percentile, process_cpu, Target};
 use ackflow_testkit::stream::StreamTail;
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
@@ -70,6 +71,7 @@ struct Args {
     panic_check: bool,
     log: Option<PathBuf>,
     events: PathBuf,
+    connections: Connections,
 }
 
 fn parse_args() -> Result<Args> {
@@ -82,6 +84,7 @@ fn parse_args() -> Result<Args> {
     let mut panic_check = false;
     let mut log = None;
     let mut events = PathBuf::from("infra/events");
+    let mut connections = Connections::default();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow!("{arg} needs a value"));
         match arg.as_str() {
@@ -93,6 +96,13 @@ fn parse_args() -> Result<Args> {
             "--panic-check" => panic_check = true,
             "--log" => log = Some(PathBuf::from(value()?)),
             "--events" => events = PathBuf::from(value()?),
+            "--connections" => {
+                connections = match value()?.as_str() {
+                    "keep-alive" => Connections::KeepAlive,
+                    "close" => Connections::Close,
+                    other => bail!("--connections must be keep-alive or close, not {other:?}"),
+                }
+            }
             other => bail!("unknown argument {other:?} (see the doc comment of runtime-stub)"),
         }
     }
@@ -118,6 +128,7 @@ fn parse_args() -> Result<Args> {
         panic_check,
         log,
         events,
+        connections,
     })
 }
 
@@ -439,7 +450,7 @@ async fn drive(args: &Args, vars: &HashMap<String, String>, plan: &[Planned]) ->
     let tally = match args.target {
         Target::Hello => None,
         _ => {
-            let (proxy, tally) = tally::start(moto_addr()?).await?;
+            let (proxy, tally) = tally::start(moto_addr()?, args.connections).await?;
             command.env("AWS_ENDPOINT_URL", format!("http://{proxy}"));
             Some(tally)
         }

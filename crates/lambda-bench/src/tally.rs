@@ -14,8 +14,12 @@
 //! - writes to global secondary indexes are not counted here: they depend on which indexed
 //!   attributes changed (docs/BENCHMARKS.md lists them per write).
 //!
-//! moto answers every request with `connection: close`, so each connection carries one request
-//! and one answer; the proxy does the same.
+//! moto answers every request with `connection: close`. The proxy hides that from the function
+//! by default ([`Connections::KeepAlive`]): it takes request after request on a connection, each
+//! to moto over a connection of its own, and answers `connection: keep-alive`, so the function
+//! reuses its connections as it does on AWS, where the SDK keeps them for the instance's life.
+//! [`Connections::Close`] passes moto's closing on, for a measure of what a new connection per
+//! call costs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,8 +86,21 @@ impl Tally {
     }
 }
 
+/// Whether the function's connections to the proxy outlive a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Connections {
+    /// One request after another on a connection, as on AWS.
+    #[default]
+    KeepAlive,
+    /// A connection per request, as moto has it.
+    Close,
+}
+
 /// Starts the proxy on 127.0.0.1 in front of `upstream`; returns its address and its tally.
-pub async fn start(upstream: SocketAddr) -> std::io::Result<(SocketAddr, Arc<Tally>)> {
+pub async fn start(
+    upstream: SocketAddr,
+    connections: Connections,
+) -> std::io::Result<(SocketAddr, Arc<Tally>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let tally = Arc::new(Tally::default());
@@ -94,24 +111,58 @@ pub async fn start(upstream: SocketAddr) -> std::io::Result<(SocketAddr, Arc<Tal
             tokio::spawn(async move {
                 // A broken exchange is the function's to see (its SDK reports it); the proxy
                 // only drops the connection.
-                let _ = relay(client, upstream, &tally).await;
+                let _ = relay(client, upstream, &tally, connections).await;
             });
         }
     });
     Ok((addr, tally))
 }
 
-/// One request through to `upstream` and its answer back, tallied.
-async fn relay(mut client: TcpStream, upstream: SocketAddr, tally: &Tally) -> std::io::Result<()> {
-    let request = read_message(&mut client).await?;
-    let mut server = TcpStream::connect(upstream).await?;
-    server.write_all(&request.raw).await?;
-    let answer = read_message(&mut server).await?;
-    // Tallied before the function has its answer, so a snapshot taken after an invocation
-    // holds every call it made.
-    tally.record(&Call::of(&request, &answer));
-    client.write_all(&answer.raw).await?;
-    client.shutdown().await
+/// The requests of one connection through to `upstream` and their answers back, tallied.
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    tally: &Tally,
+    connections: Connections,
+) -> std::io::Result<()> {
+    loop {
+        let request = match read_message(&mut client).await {
+            Ok(request) => request,
+            // The function closed a connection it kept: done with it.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut server = TcpStream::connect(upstream).await?;
+        server.write_all(&request.raw).await?;
+        let answer = read_message(&mut server).await?;
+        // Tallied before the function has its answer, so a snapshot taken after an invocation
+        // holds every call it made.
+        tally.record(&Call::of(&request, &answer));
+        match connections {
+            Connections::Close => {
+                client.write_all(&answer.raw).await?;
+                return client.shutdown().await;
+            }
+            Connections::KeepAlive => client.write_all(&kept_alive(&answer)).await?,
+        }
+    }
+}
+
+/// `answer` with its `connection: close` (moto's) turned into `connection: keep-alive`.
+fn kept_alive(answer: &Message) -> Vec<u8> {
+    let head = String::from_utf8_lossy(&answer.raw[..answer.body_at]);
+    let head: String = head
+        .split_inclusive("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((name, _)) if name.trim().eq_ignore_ascii_case("connection") => {
+                "connection: keep-alive\r\n".to_owned()
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(answer.body());
+    raw
 }
 
 /// An HTTP/1.1 message as read off a connection.
@@ -347,20 +398,23 @@ mod tests {
         assert_eq!(read_units_of("GetItem", &json!({}), &json!({})), 0.5);
     }
 
-    #[tokio::test]
-    async fn the_proxy_passes_a_call_through_and_counts_it() {
+    /// An upstream like moto: answers each request `{}` and closes its connection.
+    async fn closing_upstream() -> SocketAddr {
         let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let upstream_addr = upstream.local_addr().expect("addr");
+        let addr = upstream.local_addr().expect("addr");
         tokio::spawn(async move {
-            let (mut s, _) = upstream.accept().await.expect("accept");
-            let request = read_message(&mut s).await.expect("request");
-            assert_eq!(request.body(), br#"{"Item":{"PK":{"S":"a"}}}"#);
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
-                .await
-                .expect("answer");
+            while let Ok((mut s, _)) = upstream.accept().await {
+                let request = read_message(&mut s).await.expect("request");
+                assert_eq!(request.body(), br#"{"Item":{"PK":{"S":"a"}}}"#);
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                    .await
+                    .expect("answer");
+            }
         });
-        let (addr, tally) = start(upstream_addr).await.expect("proxy");
-        let mut c = TcpStream::connect(addr).await.expect("connect");
+        addr
+    }
+
+    async fn put_item(c: &mut TcpStream) -> Message {
         let body = br#"{"Item":{"PK":{"S":"a"}}}"#;
         let head = format!(
             "POST / HTTP/1.1\r\nx-amz-target: DynamoDB_20120810.PutItem\r\ncontent-length: {}\r\n\r\n",
@@ -368,10 +422,42 @@ mod tests {
         );
         c.write_all(head.as_bytes()).await.expect("head");
         c.write_all(body).await.expect("body");
-        let answer = read_message(&mut c).await.expect("answer");
-        assert_eq!(answer.body(), b"{}");
+        read_message(c).await.expect("answer")
+    }
+
+    #[tokio::test]
+    async fn the_proxy_keeps_a_connection_for_call_after_call_and_counts_each() {
+        let (addr, tally) = start(closing_upstream().await, Connections::KeepAlive)
+            .await
+            .expect("proxy");
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        for _ in 0..2 {
+            let answer = put_item(&mut c).await;
+            assert_eq!(answer.body(), b"{}");
+            assert_eq!(
+                answer.headers.get("connection").map(String::as_str),
+                Some("keep-alive")
+            );
+        }
         let counts = tally.snapshot();
-        assert_eq!(counts.calls.get("dynamodb:PutItem"), Some(&1));
-        assert_eq!(counts.write_units, 1.0);
+        assert_eq!(counts.calls.get("dynamodb:PutItem"), Some(&2));
+        assert_eq!(counts.write_units, 2.0);
+    }
+
+    #[tokio::test]
+    async fn the_proxy_closes_after_each_call_when_told_to() {
+        let (addr, tally) = start(closing_upstream().await, Connections::Close)
+            .await
+            .expect("proxy");
+        let mut c = TcpStream::connect(addr).await.expect("connect");
+        let answer = put_item(&mut c).await;
+        assert_eq!(
+            answer.headers.get("connection").map(String::as_str),
+            Some("close")
+        );
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.expect("read to the close");
+        assert!(rest.is_empty());
+        assert_eq!(tally.snapshot().calls.get("dynamodb:PutItem"), Some(&1));
     }
 }
