@@ -1158,7 +1158,7 @@ async fn the_report_counts_the_failures_and_sees_the_dead_letter_queue(
     e2e.check(
         "the stream handed over again (a retried batch) counts nothing twice",
         status == 200 && counts(&again) == counts(&report) && report["accepted"].as_u64() > Some(0),
-        &json!({"before": report, "after": again, "records": folded.len()}),
+        json!({"before": report, "after": again, "records": folded.len()}),
     )?;
     Ok(())
 }
