@@ -147,6 +147,57 @@ pub mod env {
     ];
 }
 
+/// The values a knob's variable accepts, in its unit: bounded by what a job store can represent
+/// and what a person would mean, so that no setting can write a timestamp past the year 9999 or
+/// overflow a deadline's arithmetic. README's Configuration table lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnobRange {
+    /// The variable.
+    pub var: &'static str,
+    /// The least value accepted.
+    pub min: u64,
+    /// The greatest value accepted.
+    pub max: u64,
+    /// What the number counts (`seconds`, `milliseconds`, `bytes`, `attempts`).
+    pub unit: &'static str,
+}
+
+/// The range of every knob variable ([`env::ALL`]).
+pub const RANGES: [KnobRange; 12] = [
+    range(env::MAX_ATTEMPTS, 1, 100, "attempts"),
+    range(env::WORKER_TIMEOUT_SECS, 1, 86_400, "seconds"),
+    range(env::LEASE_GRACE_MS, 0, 600_000, "milliseconds"),
+    // SQS's own limit.
+    range(env::VISIBILITY_TIMEOUT_SECS, 1, 43_200, "seconds"),
+    range(env::BACKOFF_BASE_MS, 1, 3_600_000, "milliseconds"),
+    range(env::BACKOFF_MAX_SECS, 1, 86_400, "seconds"),
+    // 30 days.
+    range(env::JOB_DEADLINE_SECS, 2, 2_592_000, "seconds"),
+    range(env::SWEEP_PERIOD_SECS, 1, 3_600, "seconds"),
+    range(env::RESEND_AFTER_SECS, 1, 2_592_000, "seconds"),
+    // 400 days.
+    range(env::RETENTION_SECS, 60, 34_560_000, "seconds"),
+    // 4 MiB; a DynamoDB item holds 400 KB, so AWS deployments stay under about 350 KiB.
+    range(env::BODY_LIMIT_BYTES, 1_024, 4_194_304, "bytes"),
+    range(env::LONG_POLL_CAP_SECS, 0, 300, "seconds"),
+];
+
+const fn range(var: &'static str, min: u64, max: u64, unit: &'static str) -> KnobRange {
+    KnobRange {
+        var,
+        min,
+        max,
+        unit,
+    }
+}
+
+impl KnobRange {
+    /// The range of `var`, if it is a knob variable.
+    pub fn of(var: &str) -> Option<KnobRange> {
+        RANGES.iter().find(|r| r.var == var).copied()
+    }
+}
+
 /// A knob whose value cannot work; the message names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -164,12 +215,23 @@ impl Settings {
             lookup: &impl Fn(&str) -> Option<String>,
             name: &str,
         ) -> Result<Option<u64>, SettingsError> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(v) if v.trim().is_empty() => Ok(None),
-                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
-                    SettingsError(format!("{name} must be a whole number, not {v:?}"))
-                }),
+            let value = match lookup(name) {
+                None => return Ok(None),
+                Some(v) if v.trim().is_empty() => return Ok(None),
+                Some(v) => v,
+            };
+            let Some(range) = KnobRange::of(name) else {
+                return Err(SettingsError(format!("{name} is not a knob")));
+            };
+            let refused = || {
+                SettingsError(format!(
+                    "{name} must be a whole number from {} to {} ({}), not {value:?}",
+                    range.min, range.max, range.unit
+                ))
+            };
+            match value.trim().parse::<u64>() {
+                Ok(n) if (range.min..=range.max).contains(&n) => Ok(Some(n)),
+                _ => Err(refused()),
             }
         }
         let secs = |name| number(&lookup, name).map(|v| v.map(Duration::from_secs));
@@ -306,6 +368,49 @@ mod tests {
         .expect("valid");
         assert_eq!(s.visibility_timeout, Duration::from_secs(12));
         assert_eq!(s.resend_after, Duration::from_secs(12 + 1 + 30));
+    }
+
+    #[test]
+    fn every_knob_out_of_its_range_is_refused_naming_it_and_the_range() {
+        for range in RANGES {
+            let mut out = vec![u64::MAX.to_string(), (range.max + 1).to_string()];
+            if range.min > 0 {
+                out.push((range.min - 1).to_string());
+            }
+            for value in out {
+                let e = from(&[(range.var, &value)]).expect_err("refused");
+                let bounds = format!("from {} to {}", range.min, range.max);
+                assert!(e.0.contains(range.var) && e.0.contains(&bounds), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_deadline_and_retention_are_accepted() {
+        let s = from(&[
+            (env::JOB_DEADLINE_SECS, "2592000"),
+            (env::RETENTION_SECS, "34560000"),
+            (env::LONG_POLL_CAP_SECS, "300"),
+        ])
+        .expect("accepted");
+        assert_eq!(s.job_deadline, Duration::from_secs(2_592_000));
+    }
+
+    #[test]
+    fn the_readme_lists_every_knobs_range() {
+        let readme = include_str!("../../../README.md");
+        for range in RANGES {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}`", range.var)))
+                .unwrap_or_else(|| panic!("README has no row for {}", range.var));
+            let bounds = format!("{}–{}", range.min, range.max);
+            assert!(
+                row.contains(&bounds),
+                "README's {} row lacks {bounds}: {row}",
+                range.var
+            );
+        }
     }
 
     #[test]
