@@ -61,22 +61,55 @@ impl ServeArgs {
     }
 }
 
-/// Parses `token=owner,token=owner`.
+/// Parses `token=owner,token=owner` (the last `=` of an entry ends its token). A token is what
+/// a client can send after `Bearer ` (RFC 6750: letters, digits and `-._~+/`, `=` at its end),
+/// at least 16 characters, and listed once: anything else could never authenticate, or would
+/// silently belong to whichever owner came last. Messages name the entry's position and owner,
+/// never the token.
 pub fn parse_tokens(text: &str) -> Result<HashMap<String, Owner>, ConfigError> {
-    let mut tokens = HashMap::new();
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (token, owner) = pair
-            .split_once('=')
-            .ok_or_else(|| ConfigError("ACKFLOW_TOKENS: each entry is token=owner".into()))?;
+    let mut tokens: HashMap<String, Owner> = HashMap::new();
+    for (i, pair) in text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+    {
+        let entry = i + 1;
+        let (token, owner) = pair.rsplit_once('=').ok_or_else(|| {
+            ConfigError(format!("ACKFLOW_TOKENS: entry {entry} is not token=owner"))
+        })?;
+        let owner = Owner::parse(owner.trim())
+            .map_err(|e| ConfigError(format!("ACKFLOW_TOKENS: entry {entry}: {e}")))?;
         if token.len() < 16 {
-            return Err(ConfigError(
-                "ACKFLOW_TOKENS: tokens must be at least 16 characters".into(),
-            ));
+            return Err(ConfigError(format!(
+                "ACKFLOW_TOKENS: entry {entry} (owner {owner}): tokens must be at least 16 characters"
+            )));
         }
-        let owner = Owner::parse(owner).map_err(|e| ConfigError(format!("ACKFLOW_TOKENS: {e}")))?;
+        if !is_bearer_token(token) {
+            return Err(ConfigError(format!(
+                "ACKFLOW_TOKENS: entry {entry} (owner {owner}): a token holds only letters, digits \
+                 and -._~+/ (with = at its end), no spaces or other characters: a client could \
+                 never send it"
+            )));
+        }
+        if let Some(first) = tokens.get(token) {
+            return Err(ConfigError(format!(
+                "ACKFLOW_TOKENS: entry {entry} (owner {owner}) repeats the token of owner {first}: \
+                 each token belongs to one owner"
+            )));
+        }
         tokens.insert(token.to_owned(), owner);
     }
     Ok(tokens)
+}
+
+/// RFC 6750's `b64token`.
+fn is_bearer_token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 #[cfg(test)]
@@ -105,5 +138,28 @@ mod tests {
         assert!(parse_tokens("short=alice").is_err());
         assert!(parse_tokens("no-equals-sign-here").is_err());
         assert!(parse_tokens("").expect("empty is fine").is_empty());
+    }
+
+    #[test]
+    fn a_token_listed_twice_or_unsendable_is_refused_without_echoing_it() {
+        let twice =
+            parse_tokens("aaaaaaaaaaaaaaaa=alice,aaaaaaaaaaaaaaaa=bob").expect_err("refused");
+        assert!(
+            twice.0.contains("alice") && twice.0.contains("bob"),
+            "{twice}"
+        );
+        for bad in [
+            "aaaaaaaaaaaaaaaa =alice",
+            "aaaaaaaa aaaaaaaa=alice",
+            "aaaaaaaaaaaaaaaé=alice",
+            "aaaaaaaaaaaaaaa\u{7}=alice",
+            "=================alice",
+        ] {
+            let e = parse_tokens(bad).expect_err(bad);
+            assert!(e.0.contains("entry 1") && !e.0.contains("aaaaaaaa"), "{e}");
+        }
+        // The last `=` of an entry ends the token, so a token may end in padding.
+        let ok = parse_tokens("abcdefghij-._~+/0123===alice").expect("an RFC 6750 token");
+        assert!(ok.contains_key("abcdefghij-._~+/0123=="));
     }
 }
