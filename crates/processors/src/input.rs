@@ -86,6 +86,10 @@ pub(crate) fn object<'a>(
     object
 }
 
+/// The longest member name quoted whole, in a pointer or a detail. A longer one is cut, with a
+/// `…` to say so: an answer never echoes a huge input, at whatever depth the name sits.
+pub(crate) const MAX_QUOTED_NAME: usize = 64;
+
 /// Records every member of `object` that is not in `allowed`: a typo must not be silently
 /// ignored (`"stpes": 5` would otherwise run a job with no steps).
 pub(crate) fn reject_unknown(
@@ -95,14 +99,20 @@ pub(crate) fn reject_unknown(
     errors: &mut Errors,
 ) {
     for name in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        errors.push(
-            member(at, name),
+        let quoted = shorten(name, MAX_QUOTED_NAME);
+        let detail = if quoted.len() < name.len() {
             format!(
-                "unknown field '{}'; the fields are: {}",
-                shorten(name, 60),
+                "unknown field '{quoted}' (its name, {} characters long, is cut here); the fields are: {}",
+                name.chars().count(),
                 allowed.join(", ")
-            ),
-        );
+            )
+        } else {
+            format!(
+                "unknown field '{quoted}'; the fields are: {}",
+                allowed.join(", ")
+            )
+        };
+        errors.push(member(at, &quoted), detail);
     }
 }
 

@@ -335,6 +335,33 @@ fn thousands_of_unknown_fields_give_a_bounded_error_list() {
         .starts_with("4950 more errors were left out"));
 }
 
+/// A 100 KB field name, in the input or in an order's item, is quoted cut short, with `…`,
+/// in the pointer and the detail alike: an answer never echoes a huge input at any depth.
+#[test]
+fn an_unknown_field_with_a_huge_name_is_quoted_cut_short_at_any_depth() {
+    let huge = "f".repeat(100 * 1024);
+    let (order, _) = order_processor(&MemoryBook::seeded());
+    let demo_errors = Demo::new().validate(&json!({ &huge: 1 })).unwrap_err();
+    let order_errors = order
+        .validate(&json!({
+            "customer": "Ada",
+            "items": [{"sku": "mug-red", "quantity": 1, &huge: 1}],
+        }))
+        .unwrap_err();
+    for (errors, at) in [(demo_errors, ""), (order_errors, "/items/0")] {
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let cut = format!("{}…", "f".repeat(64));
+        assert_eq!(errors[0].pointer, format!("{at}/{cut}"));
+        assert!(
+            errors[0].detail.contains(&format!("'{cut}'"))
+                && errors[0].detail.contains("102400 characters long"),
+            "{}",
+            errors[0].detail
+        );
+        assert!(errors[0].detail.len() < 200, "{}", errors[0].detail);
+    }
+}
+
 #[test]
 fn unknown_field_names_are_escaped_in_pointers() {
     let errors = Demo::new().validate(&json!({"a/b~c": 1})).unwrap_err();
