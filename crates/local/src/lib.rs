@@ -37,4 +37,4 @@ pub mod dlq;
 pub mod serve;
 pub mod worker;
 
-pub use serve::Server;
+pub use serve::{OpenServer, Server};

@@ -130,10 +130,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let server = Server::new(args).open()?;
             // The first line on stdout says where we listen, so that scripts and tests can start the
-            // server on port 0 and find it.
+            // server on port 0 and find it; it comes once the database is open, so a server that
+            // cannot start never announces itself.
             println!("ackflow listening on http://{}", listener.local_addr()?);
-            Server::new(args).run(listener, shutdown_signal()).await?;
+            server.serve(listener, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {

@@ -1,6 +1,8 @@
 //! `ackflow serve`: API, worker, sweeper (and status page) in one process on one SQLite file.
 
 use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ackflow_core::{Processor, SystemClock};
@@ -11,7 +13,7 @@ use ackflow_sqlite::SqliteBackend;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{parse_tokens, ServeArgs};
 use crate::worker;
@@ -42,13 +44,21 @@ impl Server {
         self
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops taking requests, lets the
-    /// attempts in flight finish (up to the worker timeout) and returns.
+    /// Serves on `listener` until `shutdown` completes: [`Server::open`], then
+    /// [`OpenServer::serve`].
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.open()?.serve(listener, shutdown).await
+    }
+
+    /// Everything before serving: the settings and tokens checked, the data directory and the
+    /// database opened (created private) and migrated, the messages a stopped process left in
+    /// flight released, the use cases built. A server announces itself only after this
+    /// succeeded; every error names what it could not use and why.
+    pub fn open(self) -> anyhow::Result<OpenServer> {
         let Self { args, extra } = self;
         let settings = args.settings()?;
         let owners: Arc<dyn OwnerResolver> = {
@@ -59,13 +69,9 @@ impl Server {
                 Arc::new(BearerTokens::new(tokens))
             }
         };
-        std::fs::create_dir_all(&args.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                args.data_dir.display()
-            )
-        })?;
+        private_dir(&args.data_dir)?;
         let db_path = args.data_dir.join(DB_FILE);
+        private_db_files(&db_path)?;
         let clock = Arc::new(SystemClock);
         let backend = SqliteBackend::open(&db_path, args.durability, &settings, clock.clone())
             .with_context(|| format!("cannot open {}", db_path.display()))?;
@@ -84,12 +90,59 @@ impl Server {
             registry.register(processor);
         }
         let app = Arc::new(backend.ackflow(registry, clock, settings.clone()));
+        Ok(OpenServer {
+            app,
+            queue: backend.queue,
+            owners,
+            settings,
+            concurrency: args.concurrency,
+            demo: args.demo,
+            db_path,
+        })
+    }
+}
 
+/// A server whose database is open: [`OpenServer::serve`] takes requests.
+pub struct OpenServer {
+    app: Arc<ackflow_core::Ackflow>,
+    queue: Arc<ackflow_sqlite::SqliteQueue>,
+    owners: Arc<dyn OwnerResolver>,
+    settings: ackflow_core::Settings,
+    concurrency: usize,
+    demo: bool,
+    db_path: PathBuf,
+}
+
+impl std::fmt::Debug for OpenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenServer")
+            .field("db_path", &self.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenServer {
+    /// Serves on `listener` until `shutdown` completes; then stops taking requests, lets the
+    /// attempts in flight finish (up to the worker timeout) and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            app,
+            queue,
+            owners,
+            settings,
+            concurrency,
+            demo,
+            db_path,
+        } = self;
         let stop = CancellationToken::new();
         let worker = tokio::spawn(worker::run(
             app.clone(),
-            backend.queue.clone(),
-            args.concurrency,
+            queue,
+            concurrency,
             settings.worker_timeout + settings.lease_grace,
             stop.clone(),
         ));
@@ -100,7 +153,7 @@ impl Server {
         ));
 
         let router = ackflow_http::router(ApiState { app, owners });
-        info!(address = %listener.local_addr()?, data = %db_path.display(), kinds = ?args.demo, "ackflow serving");
+        info!(address = %listener.local_addr()?, data = %db_path.display(), kinds = ?demo, "ackflow serving");
         let signal = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -116,4 +169,51 @@ impl Server {
         info!("ackflow stopped");
         Ok(())
     }
+}
+
+/// The data directory, created readable by its owner alone (0700) whatever the umask: the
+/// database holds every owner's inputs, results and Idempotency-Keys. One that exists is left
+/// as its owner made it, with a warning when other local users can read it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("cannot read the data directory {}", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "other local users can read the data directory, which holds every job's input and result; chmod 700 it"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The database file created readable and writable by its owner alone (0600) whatever the
+/// umask, or made so when it exists; SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions, and those that exist already are made so too.
+fn private_db_files(db: &Path) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+        }
+    }
+    Ok(())
 }
