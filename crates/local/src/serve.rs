@@ -70,6 +70,7 @@ impl Server {
             }
         };
         private_dir(&args.data_dir)?;
+        let lock = hold_data_dir(&args.data_dir)?;
         let db_path = args.data_dir.join(DB_FILE);
         private_db_files(&db_path)?;
         let clock = Arc::new(SystemClock);
@@ -98,6 +99,7 @@ impl Server {
             concurrency: args.concurrency,
             demo: args.demo,
             db_path,
+            _lock: lock,
         })
     }
 }
@@ -111,6 +113,8 @@ pub struct OpenServer {
     concurrency: usize,
     demo: bool,
     db_path: PathBuf,
+    /// Held while the server lives ([`hold_data_dir`]).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for OpenServer {
@@ -137,6 +141,7 @@ impl OpenServer {
             concurrency,
             demo,
             db_path,
+            _lock,
         } = self;
         let stop = CancellationToken::new();
         let worker = tokio::spawn(worker::run(
@@ -169,6 +174,53 @@ impl OpenServer {
         info!("ackflow stopped");
         Ok(())
     }
+}
+
+/// The name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = "ackflow.lock";
+
+/// An exclusive lock on the data directory's lock file, holding this process's id, for as long
+/// as the file is open (the kernel releases it when the process ends, however it ends). A
+/// second `serve` on the same directory would take the first one's in-flight messages for a
+/// crash's leftovers and deliver them again; it stops instead, naming the holder. The `dlq`
+/// commands do not take it: they work beside a running server.
+fn hold_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            anyhow::bail!(
+                "{} is already served by {} (its lock is {}); stop that server first",
+                dir.display(),
+                if holder.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    format!("process {holder}")
+                },
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 /// The data directory, created readable by its owner alone (0700) whatever the umask: the

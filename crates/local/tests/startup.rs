@@ -1,5 +1,6 @@
 //! What `ackflow serve` does before it serves, through the real binary: its files are private
-//! whatever the umask, and it announces itself only once its database is open.
+//! whatever the umask, one server holds a data directory, and it announces itself only once its
+//! database is open.
 
 // Test code: a failed expectation is a failed test, and its message says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -111,4 +112,34 @@ fn a_server_that_cannot_open_its_database_never_announces_itself_and_names_the_f
         logged.contains(&data.join("ackflow.db").display().to_string()),
         "{logged}"
     );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_stops_naming_the_first() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let mut first = serve_under_umask("022", &data, &tmp.path().join("first.log"));
+    assert!(first_line(&mut first).starts_with("ackflow listening on "));
+    let log = tmp.path().join("second.log");
+    let mut second = serve_under_umask("022", &data, &log);
+    let announced = first_line(&mut second);
+    let status = second.wait().expect("exits");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    let still_serving = first.try_wait().expect("status").is_none();
+    let holder = first.id();
+    first.kill().expect("kill");
+    first.wait().expect("reaped");
+    assert_eq!(announced, "", "{logged}");
+    assert_eq!(status.code(), Some(2), "{logged}");
+    assert!(
+        logged.contains(&format!("already served by process {holder}")),
+        "{logged}"
+    );
+    assert!(still_serving, "the first server went on");
+
+    // Once the first one is gone (killed: no shutdown code ran), the directory is free again.
+    let mut third = serve_under_umask("022", &data, &tmp.path().join("third.log"));
+    assert!(first_line(&mut third).starts_with("ackflow listening on "));
+    third.kill().expect("kill");
+    third.wait().expect("reaped");
 }
