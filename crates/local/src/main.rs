@@ -131,11 +131,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let server = Server::new(args).open()?;
+            let shutdown = shutdown_signal()?;
             // The first line on stdout says where we listen, so that scripts and tests can start the
             // server on port 0 and find it; it comes once the database is open, so a server that
             // cannot start never announces itself.
             println!("ackflow listening on http://{}", listener.local_addr()?);
-            server.serve(listener, shutdown_signal()).await?;
+            server.serve(listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {
@@ -245,23 +246,38 @@ fn print_json(value: &Value) {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from the moment it is called, so that a signal that
+/// comes right after the server announced itself still stops it gracefully; the future ends at
+/// the first one. A second one, while the server drains, stops the process at once.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("ackflow: a second signal; stopping at once");
+            std::process::exit(EXIT_SECOND_SIGNAL);
+        });
+    })
 }
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// The exit status when a second signal cuts the drain short (128 + SIGINT, as shells report an
+/// interrupted command).
+#[cfg(unix)]
+const EXIT_SECOND_SIGNAL: i32 = 130;

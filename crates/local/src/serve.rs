@@ -165,9 +165,28 @@ impl OpenServer {
             signal.cancel();
         });
         let http_stop = stop.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await?;
+        let mut http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+        });
+        tokio::select! {
+            served = &mut http => served??,
+            () = stop.cancelled() => {
+                // Requests in flight (a long-poll included) get the drain period to finish; a
+                // connection that still holds a request after it (a client that sent half a
+                // header and went quiet) must not keep the process alive.
+                let drain = settings.long_poll_cap + DRAIN_MARGIN;
+                info!(drain_secs = drain.as_secs(), "stopping: no new connections; requests in flight may finish");
+                match tokio::time::timeout(drain, &mut http).await {
+                    Ok(served) => served??,
+                    Err(_) => {
+                        http.abort();
+                        warn!(drain_secs = drain.as_secs(), "connections still open after the drain period are closed");
+                    }
+                }
+            }
+        }
         stop.cancel();
         worker.await?;
         sweeper.await?;
@@ -175,6 +194,9 @@ impl OpenServer {
         Ok(())
     }
 }
+
+/// How much longer than the longest long-poll requests in flight get to finish at a stop.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "ackflow.lock";
