@@ -52,6 +52,9 @@ pub struct ApiError {
     pub problem_type: Option<String>,
     /// The answer's `Retry-After`, when it had one in seconds.
     pub retry_after: Option<Duration>,
+    /// Whether the answer was an error in ackflow's words (a problem) or a gateway's (its
+    /// `message`), rather than something else's.
+    pub from_ackflow: bool,
 }
 
 impl ApiError {
@@ -80,6 +83,15 @@ pub enum ClientError {
     /// The server answered 2xx with something that is not what the API promises.
     #[error("the server's answer is not what ackflow answers: {0}")]
     Unexpected(String),
+    /// The answer is neither what was asked for nor an error in ackflow's (or a gateway's)
+    /// words: the URL is likely not an ackflow server.
+    #[error("the server at {base} did not answer like ackflow ({what})")]
+    NotAckflow {
+        /// The server's base URL.
+        base: String,
+        /// What was wrong with the answer.
+        what: String,
+    },
     /// A job id that cannot be one (ids are UUIDs); refused before it becomes part of a URL.
     #[error(
         "'{0}' is not a job id: job ids are UUIDs such as 0b0f5a4e-3c1d-4e8b-9a57-2f1c3d4e5f60"
@@ -92,7 +104,7 @@ impl ClientError {
         match self {
             Self::Unreachable { .. } => true,
             Self::Api(e) => e.is_transient(),
-            Self::Unexpected(_) | Self::BadId(_) => false,
+            Self::Unexpected(_) | Self::NotAckflow { .. } | Self::BadId(_) => false,
         }
     }
 
@@ -125,6 +137,15 @@ pub enum Poll {
 impl Client {
     /// A client of the server at `connection`.
     pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+        if let Some(token) = &connection.token {
+            // A header cannot carry a newline or other control characters; say so rather than
+            // let the HTTP client fail with "builder error".
+            anyhow::ensure!(
+                !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()),
+                "the token (--token or ACKFLOW_TOKEN) holds a space, a newline or another \
+                 character an Authorization header cannot carry"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(LONG_POLL * 3)
             .build()
@@ -164,13 +185,14 @@ impl Client {
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
         }
-        versioned(self.send(req).await?).await
+        self.job_answer(self.send(req).await?).await
     }
 
     /// The job `id` as it is now.
     pub async fn job(&self, id: &str) -> Result<Versioned, ClientError> {
         let path = job_path(id)?;
-        versioned(self.send(self.request(reqwest::Method::GET, &path)).await?).await
+        self.job_answer(self.send(self.request(reqwest::Method::GET, &path)).await?)
+            .await
     }
 
     /// Waits up to `wait` (shortened by the server to its cap) for the job `id` to differ from the
@@ -184,7 +206,7 @@ impl Client {
         if resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(Poll::Unchanged);
         }
-        Ok(Poll::Changed(versioned(resp).await?))
+        Ok(Poll::Changed(self.job_answer(resp).await?))
     }
 
     /// The caller's report (`GET /v1/report`), as JSON.
@@ -192,7 +214,45 @@ impl Client {
         let resp = self
             .send(self.request(reqwest::Method::GET, "/v1/report"))
             .await?;
-        Ok(versioned(resp).await?.job)
+        let report = self.answer(resp).await?.job;
+        if !report.get("counts").is_some_and(Value::is_object) {
+            return Err(self.not_ackflow("a report without counts"));
+        }
+        Ok(report)
+    }
+
+    /// A job answer: a job, or the error it is.
+    async fn job_answer(&self, resp: reqwest::Response) -> Result<Versioned, ClientError> {
+        let answer = self.answer(resp).await?;
+        let text = |key: &str| answer.job.get(key).and_then(Value::as_str);
+        let known_state = matches!(
+            text("state"),
+            Some("queued" | "running" | "succeeded" | "failed" | "cancelled")
+        );
+        if text("id").is_some() && text("kind").is_some() && known_state {
+            Ok(answer)
+        } else {
+            Err(self.not_ackflow("a job without an id, a kind and a state"))
+        }
+    }
+
+    /// A successful answer's JSON, or the error it is: ackflow's problem, a gateway's message,
+    /// or (anything else, unless it says to try again later) not an ackflow server at all.
+    async fn answer(&self, resp: reqwest::Response) -> Result<Versioned, ClientError> {
+        match versioned(resp).await {
+            Err(ClientError::Unexpected(what)) => Err(self.not_ackflow(&what)),
+            Err(ClientError::Api(e)) if !e.from_ackflow && !e.is_transient() => {
+                Err(self.not_ackflow(&format!("a {} answer: {}", e.status, e.text)))
+            }
+            other => other,
+        }
+    }
+
+    fn not_ackflow(&self, what: &str) -> ClientError {
+        ClientError::NotAckflow {
+            base: self.base.clone(),
+            what: what.to_owned(),
+        }
     }
 
     /// Follows the job from `start` until it has ended, long-polling; calls `on_answer` with the
@@ -322,6 +382,7 @@ fn api_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> 
         text,
         problem_type: text_of("type").map(str::to_owned),
         retry_after,
+        from_ackflow: text_of("title").is_some() || text_of("message").is_some(),
     }
 }
 

@@ -332,3 +332,92 @@ fn a_gateways_own_error_message_is_shown_as_it_is() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(stderr(&out), "ackflow: 401: Unauthorized\n");
 }
+
+/// A server that answers every request with `status` and `body` (JSON), whatever was asked.
+fn answering(status: &'static str, body: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read_exact(&mut byte).is_err() {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
+/// `ackflow ARGS --server BASE`, which must end within `limit`.
+fn ackflow_within(base: &str, args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
+        .args(args)
+        .args(["--server", base])
+        .env("ACKFLOW_LOG", "warn")
+        .env_remove("ACKFLOW_URL")
+        .env_remove("ACKFLOW_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ackflow binary runs");
+    let until = std::time::Instant::now() + limit;
+    while child.try_wait().expect("status").is_none() {
+        if std::time::Instant::now() > until {
+            child.kill().expect("kill");
+            panic!(
+                "`ackflow {}` was still running after {limit:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Something that answers 200 with a body that is not a job, or an error that is neither a
+/// problem nor a gateway's message, is not taken for ackflow: exit 2, in words, and `watch`
+/// does not poll it on and on.
+#[test]
+fn an_endpoint_that_does_not_answer_like_ackflow_is_exit_code_2() {
+    let id = "0b0f5a4e-3c1d-4e8b-9a57-2f1c3d4e5f60";
+    let empty = answering("200 OK", "{}");
+    let not_found = answering("404 Not Found", r#"{"error":"no such page"}"#);
+    for (base, args) in [
+        (&empty, vec!["status", id]),
+        (&empty, vec!["watch", id]),
+        (&empty, vec!["report"]),
+        (&not_found, vec!["status", id]),
+    ] {
+        let out = ackflow_within(base, &args, std::time::Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            stderr(&out).contains(&format!("the server at {base} did not answer like ackflow")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_token_a_header_cannot_carry_is_refused_in_words() {
+    let base = answering("200 OK", "{}");
+    let out = ackflow(&base, &["report", "--token", "secret\nsecret"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("an Authorization header cannot carry"),
+        "{}",
+        stderr(&out)
+    );
+}
