@@ -185,6 +185,18 @@ impl Problem {
         )
     }
 
+    /// 501: a `Transfer-Encoding` other than `chunked` alone. Read as plain, a compressed body
+    /// would be taken for what it is not (RFC 9112 §6.1: a coding the server does not know is
+    /// refused).
+    pub fn unsupported_transfer_encoding() -> Self {
+        Self::new(
+            "unsupported-transfer-encoding",
+            501,
+            "Transfer encoding not supported",
+            "Send the body as it is, or with 'Transfer-Encoding: chunked' alone; no other transfer coding is accepted.",
+        )
+    }
+
     /// 415: not JSON.
     pub fn unsupported_media_type() -> Self {
         Self::new(

@@ -43,7 +43,11 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
         request.extensions_mut().insert(trace);
     }
     let started = Instant::now();
+    let refused = unsupported_transfer_encoding(&request);
     let mut response = async move {
+        if refused {
+            return problem_response(&Problem::unsupported_transfer_encoding());
+        }
         match AssertUnwindSafe(next.run(request)).catch_unwind().await {
             Ok(response) => response,
             Err(panic) => {
@@ -66,4 +70,21 @@ pub(crate) async fn correlate(mut request: Request, next: Next) -> Response {
         );
     });
     response
+}
+
+/// Whether the request names a transfer coding other than `chunked` alone (`gzip, chunked`,
+/// say): the HTTP server has decoded the chunks and would hand the rest over as if plain.
+fn unsupported_transfer_encoding(request: &Request) -> bool {
+    let mut codings = request
+        .headers()
+        .get_all(axum::http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => false,
+        (Some(only), None) => only != "chunked",
+        _ => true,
+    }
 }
