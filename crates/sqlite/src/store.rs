@@ -64,10 +64,11 @@ pub(crate) const UPDATE_JOB: &str = "UPDATE jobs SET \
 pub(crate) const SELECT_GAUGES: &str = "SELECT state, n FROM gauges WHERE owner = ?1 AND n > 0";
 pub(crate) const SUM_COUNTERS: &str =
     "SELECT name, SUM(n) FROM counters WHERE owner = ?1 AND hour >= ?2 GROUP BY name";
-/// Run once per non-terminal state; each is one step down `jobs_by_owner_state`.
-pub(crate) const OLDEST_IN_STATE: &str = "SELECT header FROM jobs \
-    WHERE owner = ?1 AND state = ?2 ORDER BY submitted_at, id LIMIT 1";
-pub(crate) const DUE_FOR_SWEEP: &str = "SELECT header FROM jobs \
+/// Run once per non-terminal state; each is a few steps down `jobs_by_owner_state` (the first
+/// readable row is the oldest: an unreadable one is passed over).
+pub(crate) const OLDEST_IN_STATE: &str = "SELECT header, id FROM jobs \
+    WHERE owner = ?1 AND state = ?2 ORDER BY submitted_at, id LIMIT 8";
+pub(crate) const DUE_FOR_SWEEP: &str = "SELECT header, id FROM jobs \
     WHERE sweep_at IS NOT NULL AND sweep_at <= ?1 ORDER BY sweep_at LIMIT ?2";
 /// The input, result and Idempotency-Key rows go with their job: `ON DELETE CASCADE`, and
 /// foreign keys are on for every connection [`Db::open`] makes.
@@ -80,7 +81,7 @@ pub(crate) const PRUNE_COUNTERS: &str = "DELETE FROM counters WHERE (owner, hour
 /// The listing query for a combination of filters: `?1` owner, `?2` state, `?3` kind,
 /// `?4`/`?5` the cursor's time and id, `?6` the row limit.
 pub(crate) fn list_sql(state: bool, kind: bool, after: bool) -> String {
-    let mut sql = String::from("SELECT header FROM jobs WHERE owner = ?1");
+    let mut sql = String::from("SELECT header, id FROM jobs WHERE owner = ?1");
     if state {
         sql.push_str(" AND state = ?2");
     }
@@ -117,6 +118,19 @@ fn columns(job: &Job) -> Result<Columns, DbError> {
 
 fn read_job(header: &str) -> Result<Job, DbError> {
     Ok(serde_json::from_str(header)?)
+}
+
+/// A job read for a listing, a report or a sweep, which must not fail for every job because one
+/// row cannot be read (damaged, or written by a version with other rules): that row is left out
+/// and logged with its id; a request for that job alone still fails.
+fn readable_job(id: &str, header: &str, what: &'static str) -> Option<Job> {
+    match read_job(header) {
+        Ok(job) => Some(job),
+        Err(e) => {
+            tracing::error!(job_id = id, error = %e, "a stored job cannot be read; it is left out of {what}");
+            None
+        }
+    }
 }
 
 fn apply_deltas(tx: &Connection, owner: &Owner, deltas: &Deltas) -> Result<(), DbError> {
@@ -306,11 +320,12 @@ fn list(conn: &Connection, owner: &Owner, query: &ListQuery) -> Result<Page, DbE
             query.after.as_ref().map(|c| c.id.to_string()),
             sql_limit(limit + 1),
         ],
-        |row| row.get::<_, String>(0),
+        |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
     )?;
     let mut jobs = Vec::with_capacity(limit + 1);
-    for header in rows {
-        jobs.push(read_job(&header?)?);
+    for row in rows {
+        let (header, id) = row?;
+        jobs.extend(readable_job(&id, &header, "a listing"));
     }
     let next = if jobs.len() > limit {
         jobs.truncate(limit);
@@ -349,13 +364,18 @@ fn figures(conn: &mut Connection, owner: &Owner, since: Timestamp) -> Result<Fig
         let mut oldest: Option<Job> = None;
         let mut stmt = tx.prepare_cached(OLDEST_IN_STATE)?;
         for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
-            let header = stmt
-                .query_row(params![owner.as_str(), state.as_str()], |row| {
-                    row.get::<_, String>(0)
-                })
-                .optional()?;
-            if let Some(header) = header {
-                let job = read_job(&header)?;
+            let mut rows = stmt.query_map(params![owner.as_str(), state.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut job = None;
+            for row in rows.by_ref() {
+                let (header, id) = row?;
+                job = readable_job(&id, &header, "the report");
+                if job.is_some() {
+                    break;
+                }
+            }
+            if let Some(job) = job {
                 if oldest
                     .as_ref()
                     .is_none_or(|o| (job.submitted_at, job.id) < (o.submitted_at, o.id))
@@ -373,9 +393,14 @@ fn figures(conn: &mut Connection, owner: &Owner, since: Timestamp) -> Result<Fig
 fn due_for_sweep(conn: &Connection, now: Timestamp, limit: usize) -> Result<Vec<Job>, DbError> {
     let mut stmt = conn.prepare_cached(DUE_FOR_SWEEP)?;
     let rows = stmt.query_map(params![now.as_millis(), sql_limit(limit)], |row| {
-        row.get::<_, String>(0)
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
     })?;
-    rows.map(|header| read_job(&header?)).collect()
+    let mut due = Vec::new();
+    for row in rows {
+        let (header, id) = row?;
+        due.extend(readable_job(&id, &header, "the sweep"));
+    }
+    Ok(due)
 }
 
 /// The first hour whose counters the purge at `now` keeps, for a report over `window`.

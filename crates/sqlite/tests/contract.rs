@@ -789,3 +789,76 @@ async fn a_worker_on_the_outbox_starts_in_its_receive_and_settles_in_its_outcome
         assert_eq!(depth.waiting + depth.in_flight, message_left, "{depth:?}");
     }
 }
+
+// ---- a row that cannot be read ---------------------------------------------------------------
+
+/// A job row that cannot be read back (damaged, or holding a timestamp past the year 9999 from
+/// before the settings had ranges) fails the requests for that job alone: the owner's listing,
+/// the report and the sweep leave it out and go on with every other job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_row_fails_only_the_requests_for_that_job() {
+    let (_dir, db) = fresh_db();
+    let store = SqliteStore::new(db.clone());
+    let owner = ackflow_core::Owner::anonymous();
+    let new_job = || {
+        Job::new(
+            NewJob {
+                owner: owner.clone(),
+                kind: ackflow_core::Kind::parse("demo").expect("kind"),
+                correlation_id: ackflow_core::CorrelationId::random(),
+                idempotency_key: None,
+            },
+            &ackflow_core::SystemClock,
+            &Settings::default(),
+        )
+    };
+    let (good, bad) = (new_job(), new_job());
+    for job in [&good, &bad] {
+        store
+            .create(job, &serde_json::json!({}), None)
+            .await
+            .expect("create");
+    }
+    let planted = bad.id.to_string();
+    db.call("plant an unreadable row", move |c| {
+        let changed = c.execute(
+            r#"UPDATE jobs SET header = replace(header, '"deadline":"', '"deadline":"+1000') WHERE id = ?1"#,
+            [&planted],
+        )?;
+        assert_eq!(changed, 1);
+        Ok(())
+    })
+    .await
+    .expect("planted");
+
+    assert!(
+        store.get(&owner, bad.id).await.is_err(),
+        "its own request fails"
+    );
+    let page = store
+        .list(
+            &owner,
+            &ackflow_core::ListQuery {
+                state: None,
+                kind: None,
+                limit: 10,
+                after: None,
+            },
+        )
+        .await
+        .expect("the listing goes on");
+    assert_eq!(
+        page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [good.id]
+    );
+    let figures = store
+        .figures(&owner, ackflow_core::Timestamp::from_millis(0))
+        .await
+        .expect("the report goes on");
+    assert_eq!(figures.oldest_open.map(|j| j.id), Some(good.id));
+    let due = store
+        .due_for_sweep(good.deadline.plus(Duration::from_secs(3600)), 10)
+        .await
+        .expect("the sweep goes on");
+    assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), [good.id]);
+}
