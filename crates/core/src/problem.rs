@@ -243,6 +243,16 @@ impl Problem {
         )
     }
 
+    /// 503: the server has as many connections open as it takes.
+    pub fn too_many_connections() -> Self {
+        Self::new(
+            "service-unavailable",
+            503,
+            "Service unavailable",
+            "The server has as many connections open as it takes. Try again in a few seconds.",
+        )
+    }
+
     /// 503: the queue or the store is unreachable; nothing was accepted.
     pub fn unavailable() -> Self {
         Self::new(

@@ -34,6 +34,7 @@
 pub mod client;
 pub mod config;
 pub mod dlq;
+pub mod listen;
 pub mod serve;
 pub mod worker;
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{parse_tokens, ServeArgs};
-use crate::worker;
+use crate::{listen, worker};
 
 /// The name of the SQLite file inside the data directory.
 pub const DB_FILE: &str = "ackflow.db";
@@ -164,12 +164,13 @@ impl OpenServer {
             shutdown.await;
             signal.cancel();
         });
-        let http_stop = stop.clone();
-        let mut http = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await
-        });
+        let limits = listen::Limits::for_open_files(listen::raise_open_files_limit());
+        info!(
+            max_connections = limits.max_connections,
+            header_read_timeout_secs = listen::HEADER_READ_TIMEOUT.as_secs(),
+            "connections"
+        );
+        let mut http = tokio::spawn(listen::serve(listener, router, limits, stop.clone()));
         tokio::select! {
             served = &mut http => served??,
             () = stop.cancelled() => {
