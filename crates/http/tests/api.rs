@@ -609,6 +609,103 @@ async fn another_owners_job_is_not_found() {
     assert_eq!(again.job().state, JobState::Queued);
 }
 
+/// A cursor names a position (a time and a job id), never an owner: one forged from another
+/// owner's job, or taken from another owner's listing, pages through the caller's own jobs only.
+#[tokio::test]
+async fn a_cursor_forged_from_another_owners_job_shows_only_the_callers_jobs() {
+    let t = spawn_app_with(tokens(), settings());
+    let mut alices = Vec::new();
+    for i in 0..3 {
+        let accepted = t
+            .send(with_token(
+                post_json(&echo(&format!("a{i}")).to_string()),
+                "alice-token",
+            ))
+            .await;
+        alices.push(accepted.job());
+    }
+    let bobs = t
+        .send(with_token(post_json(&echo("b").to_string()), "bob-token"))
+        .await
+        .job();
+    let newest = alices.last().expect("a job");
+    // Alice's own next-page cursor, and one forged from her newest job's position.
+    let page: JobList = serde_json::from_slice(
+        &t.send(with_token(get("/v1/jobs?limit=1"), "alice-token"))
+            .await
+            .body,
+    )
+    .expect("a list");
+    let forged = ackflow_core::Cursor {
+        submitted_at: newest.submitted_at,
+        id: newest.id,
+    }
+    .encode();
+    for cursor in [page.next.expect("a next page"), forged] {
+        let seen: JobList = serde_json::from_slice(
+            &t.send(with_token(
+                get(&format!("/v1/jobs?cursor={cursor}")),
+                "bob-token",
+            ))
+            .await
+            .body,
+        )
+        .expect("a list");
+        assert!(
+            seen.jobs.iter().all(|j| j.id == bobs.id),
+            "bob sees only his own jobs: {:?}",
+            seen.jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Fifty POSTs with one Idempotency-Key at once: one job, one message; the same body is
+/// answered with that job every time, another body with a 422, and nothing else is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_posts_with_one_key_make_one_job() {
+    let t = Arc::new(spawn_app());
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let t = Arc::clone(&t);
+        let body = if i % 2 == 0 {
+            echo("same")
+        } else {
+            echo(&format!("other {i}"))
+        };
+        posts.spawn(async move { (i % 2 == 0, t.send(keyed("fifty", &body)).await) });
+    }
+    let mut ids = BTreeSet::new();
+    let (mut same_accepted, mut other_accepted, mut refused) = (0, 0, 0);
+    while let Some(joined) = posts.join_next().await {
+        let (same, answer) = joined.expect("task");
+        match answer.status {
+            StatusCode::ACCEPTED if same => same_accepted += 1,
+            StatusCode::ACCEPTED => other_accepted += 1,
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                assert_eq!(
+                    answer.json()["type"],
+                    "urn:ackflow:problem:idempotency-key-reused"
+                );
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.text()),
+        }
+        if answer.status == StatusCode::ACCEPTED {
+            ids.insert(answer.job().id);
+        }
+    }
+    assert_eq!(ids.len(), 1, "one job");
+    // The body the job was made with wins; which one, the race decides: every POST with it
+    // gets the job, every other a 422.
+    assert!(
+        (same_accepted, other_accepted, refused) == (25, 0, 25)
+            || (same_accepted, other_accepted, refused) == (0, 1, 49),
+        "{same_accepted} + {other_accepted} accepted, {refused} refused"
+    );
+    let depth = t.queue().depth().await.expect("depth");
+    assert_eq!(depth.waiting + depth.in_flight, 1, "one message");
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_token_is_a_401_on_every_api_route() {
     let t = spawn_app_with(tokens(), settings());
