@@ -35,7 +35,12 @@ pub struct ServeArgs {
     pub tokens: String,
     /// Jobs processed at once. Each waits mostly on its own writes, so more than the cores keep the
     /// worker busy; a processor with heavy CPU work belongs on a blocking thread.
-    #[arg(long, env = "ACKFLOW_CONCURRENCY", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "ACKFLOW_CONCURRENCY",
+        default_value_t = 64,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000)
+    )]
     pub concurrency: usize,
     /// `normal`: a commit survives a crash of the process (kill -9); `full`: also a power loss (fsync per commit).
     #[arg(long, env = "ACKFLOW_DURABILITY", default_value = "normal")]
@@ -129,6 +134,9 @@ mod tests {
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:3000");
         assert!(cli.serve.demo);
         assert!(Cli::try_parse_from(["ackflow", "--durability", "sometimes"]).is_err());
+        for out_of_range in ["0", "1001", "18446744073709551616"] {
+            assert!(Cli::try_parse_from(["ackflow", "--concurrency", out_of_range]).is_err());
+        }
     }
 
     #[test]
