@@ -1170,6 +1170,16 @@ async fn jobs_of(store: &DynamoJobStore, owners: &[Owner], count: usize) -> Vec<
     jobs
 }
 
+/// A fresh table's store (its report not folded), the fold of its stream, and the stream.
+async fn fold_world(clients: &Clients) -> (DynamoJobStore, ReportFold, StreamTail) {
+    let table = fresh_table(clients).await;
+    (
+        DynamoJobStore::new(clients.dynamo.clone(), table.clone()),
+        ReportFold::new(clients.dynamo.clone(), table.clone()),
+        StreamTail::new(&moto_url(), &table),
+    )
+}
+
 /// The stream's records so far, as the fold takes them.
 async fn stream_of(tail: &StreamTail) -> Vec<TableChange> {
     tail.next_records()
@@ -1187,10 +1197,7 @@ async fn stream_of(tail: &StreamTail) -> Vec<TableChange> {
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn the_fold_counts_each_change_once_however_its_batch_is_handed_over_again() {
     let clients = moto().await;
-    let table = fresh_table(&clients).await;
-    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
-    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
-    let tail = StreamTail::new(&moto_url(), &table);
+    let (store, fold, tail) = fold_world(&clients).await;
     let owner = Owner::parse("alice").expect("owner");
     let settings = Settings::default();
 
@@ -1253,10 +1260,7 @@ async fn the_fold_counts_each_change_once_however_its_batch_is_handed_over_again
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn a_wide_batch_is_folded_in_chunks_each_once_through_lost_answers_and_failures() {
     let (proxy, clients) = behind_proxy(3).await;
-    let table = fresh_table(&clients).await;
-    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
-    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
-    let tail = StreamTail::new(&moto_url(), &table);
+    let (store, fold, tail) = fold_world(&clients).await;
     // Each owner's first job touches two aggregates (gauges, the hour's counters).
     let owners: Vec<Owner> = (0..120)
         .map(|i| Owner::parse(format!("owner-{i}")).expect("owner"))
@@ -1314,10 +1318,7 @@ async fn a_wide_batch_is_folded_in_chunks_each_once_through_lost_answers_and_fai
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn an_unreadable_header_in_the_stream_is_left_out_and_its_batch_goes_on() {
     let clients = moto().await;
-    let table = fresh_table(&clients).await;
-    let store = DynamoJobStore::new(clients.dynamo.clone(), table.clone());
-    let fold = ReportFold::new(clients.dynamo.clone(), table.clone());
-    let tail = StreamTail::new(&moto_url(), &table);
+    let (store, fold, tail) = fold_world(&clients).await;
     let owner = Owner::parse("alice").expect("owner");
     jobs_of(&store, std::slice::from_ref(&owner), 2).await;
     let mut records = stream_of(&tail).await;

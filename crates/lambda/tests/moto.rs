@@ -127,6 +127,19 @@ async fn receive_event(clients: &Clients, queue_url: &str, want: usize) -> Value
     sqs_event(records)
 }
 
+/// The worker's batch lifter on the `count` messages the queue holds: every record handled.
+async fn work(function: &Function, clients: &Clients, queue_url: &str, count: usize) {
+    let event = receive_event(clients, queue_url, count).await;
+    let response = process_batch(
+        &function.app,
+        LambdaEvent::new(event, Context::default()),
+        &BatchOptions::default(),
+    )
+    .await
+    .expect("batch");
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+}
+
 #[tokio::test]
 #[ignore = "needs moto server: run infra/scripts/test-all"]
 async fn a_function_built_from_its_configuration_serves_the_api_and_works_its_queue() {
@@ -152,15 +165,7 @@ async fn a_function_built_from_its_configuration_serves_the_api_and_works_its_qu
     let (status, order) = call(&function, &order_event).await;
     assert_eq!(status, 202, "{order}");
 
-    let event = receive_event(&clients, &queue_url, 2).await;
-    let response = process_batch(
-        &function.app,
-        LambdaEvent::new(event, Context::default()),
-        &BatchOptions::default(),
-    )
-    .await
-    .expect("batch");
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    work(&function, &clients, &queue_url, 2).await;
 
     for job in [&demo, &order] {
         let mut get = fixture("apigw-v2-get-job.json");
@@ -196,15 +201,7 @@ async fn the_sweeper_folds_the_tables_stream_into_the_report_once() {
         let (status, job) = call(&function, &fresh).await;
         assert_eq!(status, 202, "{job}");
     }
-    let event = receive_event(&clients, &queue_url, 3).await;
-    let response = process_batch(
-        &function.app,
-        LambdaEvent::new(event, Context::default()),
-        &BatchOptions::default(),
-    )
-    .await
-    .expect("batch");
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    work(&function, &clients, &queue_url, 3).await;
 
     let (status, before) = call(&function, &fixture("apigw-v2-get-report.json")).await;
     assert_eq!(status, 200, "{before}");
