@@ -46,13 +46,18 @@ impl Timestamp {
         Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 
-    /// RFC 3339 text, such as `2026-11-26T23:06:49.123Z`.
+    /// RFC 3339 text, such as `2026-11-26T23:06:49.123Z`; for a time RFC 3339 cannot write
+    /// (past the year 9999), its milliseconds, as a log line can still show them.
     pub fn to_rfc3339(self) -> String {
+        self.rfc3339().unwrap_or_else(|| self.0.to_string())
+    }
+
+    /// RFC 3339 text, when RFC 3339 can write this time (the years 0000 to 9999).
+    fn rfc3339(self) -> Option<String> {
         let nanos = i128::from(self.0) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| self.0.to_string())
     }
 
     /// Parses RFC 3339 text.
@@ -75,8 +80,16 @@ impl fmt::Display for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// Refuses a time RFC 3339 cannot write: it could not be read back, so no store may keep a
+    /// job holding one (its write fails instead).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let text = self.rfc3339().ok_or_else(|| {
+            serde::ser::Error::custom(format!(
+                "{} ms after the epoch is past what an RFC 3339 timestamp can hold",
+                self.0
+            ))
+        })?;
+        s.serialize_str(&text)
     }
 }
 
@@ -142,6 +155,21 @@ mod tests {
         let text = t.to_rfc3339();
         assert!(text.ends_with(".123Z"), "{text}");
         assert_eq!(Timestamp::parse_rfc3339(&text), Some(t));
+    }
+
+    #[test]
+    fn a_time_rfc3339_cannot_hold_is_refused_when_serialized_never_stored_unreadable() {
+        let far = Timestamp::from_millis(0).plus(Duration::from_secs(999_999_999_999));
+        assert!(serde_json::to_string(&far).is_err());
+        assert!(serde_json::to_string(&Timestamp::from_millis(i64::MAX)).is_err());
+        // Shown in a log line all the same.
+        assert_eq!(far.to_string(), far.as_millis().to_string());
+        let latest = Timestamp::parse_rfc3339("9999-12-31T23:59:59.999Z").expect("the last");
+        let text = serde_json::to_string(&latest).expect("written");
+        assert_eq!(
+            serde_json::from_str::<Timestamp>(&text).expect("read"),
+            latest
+        );
     }
 
     #[test]

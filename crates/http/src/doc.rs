@@ -117,6 +117,7 @@ fn catalog() -> Vec<Problem> {
         Problem::not_cancellable(JobState::Running),
         Problem::payload_too_large(0),
         Problem::unsupported_media_type(),
+        Problem::unsupported_transfer_encoding(),
         Problem::unknown_kind("", &[]),
         Problem::invalid_input(Vec::new()),
         Problem::idempotency_key_reused(),

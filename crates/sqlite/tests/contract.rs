@@ -835,6 +835,14 @@ async fn an_unreadable_job_row_fails_only_the_requests_for_that_job() {
         store.get(&owner, bad.id).await.is_err(),
         "its own request fails"
     );
+    // Nor is one written any more: a job holding a time past the year 9999 is refused whole.
+    let mut far = new_job();
+    far.deadline = ackflow_core::Timestamp::from_millis(i64::MAX);
+    assert!(store
+        .create(&far, &serde_json::json!({}), None)
+        .await
+        .is_err());
+    assert_eq!(store.get(&owner, far.id).await.expect("get"), None);
     let page = store
         .list(
             &owner,
