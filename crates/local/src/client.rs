@@ -225,10 +225,8 @@ impl Client {
     async fn job_answer(&self, resp: reqwest::Response) -> Result<Versioned, ClientError> {
         let answer = self.answer(resp).await?;
         let text = |key: &str| answer.job.get(key).and_then(Value::as_str);
-        let known_state = matches!(
-            text("state"),
-            Some("queued" | "running" | "succeeded" | "failed" | "cancelled")
-        );
+        let known_state =
+            text("state").is_some_and(|s| s.parse::<ackflow_core::JobState>().is_ok());
         if text("id").is_some() && text("kind").is_some() && known_state {
             Ok(answer)
         } else {
