@@ -14,15 +14,22 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// Runs `ackflow ARGS --server BASE` to completion.
-fn ackflow(base: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ackflow"))
+/// `ackflow ARGS --server BASE`, with nothing from the test's environment.
+fn command(base: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ackflow"));
+    command
         .args(args)
         .args(["--server", base])
         .env("ACKFLOW_LOG", "warn")
         .env_remove("ACKFLOW_URL")
         .env_remove("ACKFLOW_TOKEN")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `ackflow ARGS --server BASE` to completion.
+fn ackflow(base: &str, args: &[&str]) -> Output {
+    command(base, args)
         .output()
         .expect("the ackflow binary runs")
 }
@@ -361,13 +368,7 @@ fn answering(status: &'static str, body: &'static str) -> String {
 
 /// `ackflow ARGS --server BASE`, which must end within `limit`.
 fn ackflow_within(base: &str, args: &[&str], limit: std::time::Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ackflow"))
-        .args(args)
-        .args(["--server", base])
-        .env("ACKFLOW_LOG", "warn")
-        .env_remove("ACKFLOW_URL")
-        .env_remove("ACKFLOW_TOKEN")
-        .stdin(Stdio::null())
+    let mut child = command(base, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
